@@ -62,6 +62,11 @@ class Peer(abc.ABC):
     def decide_batch(self, items: Sequence[Any]) -> list[bool]:
         return [self.decide(item) for item in items]
 
+    def bust_cache(self) -> None:
+        """Make the next `load` compile from scratch, for engines that cache
+        compiled policy sets (only ripl does)."""
+        return None
+
 
 # ---- neutral semantics ------------------------------------------------------
 
