@@ -44,7 +44,7 @@ def explain(engine: str, outcome: Outcome, got: bool) -> str | None:
     """The documented difference that accounts for `got`, if there is one."""
     if engine == "cedarpy" and got and not outcome.allowed and outcome.erred_deny:
         return "cedar_skips_erroring_forbid"
-    if engine == "pycasbin" and not got and outcome.allowed and outcome.erred_allow:
+    if engine == "pycasbin" and not got and outcome.allowed and outcome.read_missing:
         return "casbin_raises_on_missing_attribute"
     return None
 

@@ -76,10 +76,12 @@ class Outcome(NamedTuple):
     code: str
     """A reason code from the design (`matched`, `no_rule`, `error_in_rule`, ...),
     or `deny_rule` when a deny rule matched."""
-    erred_allow: bool
-    """An allow rule whose target held had a condition that could not be
-    evaluated (it granted nothing)."""
     erred_deny: bool
+    """A deny rule whose target held had a condition that was error (neither
+    true nor false), which denies by itself."""
+    read_missing: bool
+    """A rule whose target held read a missing attribute before any of its
+    comparisons, in source order, came out false."""
 
 
 def chain_failure(request: Request, principal: Entity) -> str | None:
@@ -166,19 +168,18 @@ class NaivePeer(Peer):
             return own
         root = find_root(request, self._entities)
         if root is None:
-            return Outcome(False, "root_not_found", own.erred_allow, own.erred_deny)
+            return own._replace(allowed=False, code="root_not_found")
         of_root = self._evaluate_rules(root, request)
-        erred_allow = own.erred_allow or of_root.erred_allow
+        read_missing = own.read_missing or of_root.read_missing
         erred_deny = own.erred_deny or of_root.erred_deny
-        if not of_root.allowed:
-            return Outcome(False, "escalation", erred_allow, erred_deny)
-        return Outcome(True, "matched", erred_allow, erred_deny)
+        code = "matched" if of_root.allowed else "escalation"
+        return Outcome(of_root.allowed, code, erred_deny, read_missing)
 
     def _evaluate_rules(self, principal: Entity, request: Request) -> Outcome:
         resource = self._entities[request.resource]
         subjects = (principal.attrs, resource.attrs, request.context)
         ptype, rtype, action = principal.ref.type, resource.ref.type, request.action
-        allow = deny = erred_allow = erred_deny = False
+        allow = deny = erred_deny = read_missing = False
         for (
             is_deny,
             rule_ptype,
@@ -197,7 +198,10 @@ class NaivePeer(Peer):
             for index, attr, op, value, is_label in conditions:
                 actual = subjects[index].get(attr)
                 if actual is None:
+                    # Three-valued `and`: an error only stands if no later
+                    # comparison is false, so keep looking.
                     result = None
+                    read_missing = True
                     continue
                 if is_label:
                     actual = SENSITIVITY_RANK[actual]
@@ -205,22 +209,19 @@ class NaivePeer(Peer):
                     result = False
                     break
             if result is None:
-                if is_deny:
-                    erred_deny = True
-                else:
-                    erred_allow = True
+                erred_deny = erred_deny or is_deny
             elif result:
                 if is_deny:
                     deny = True
                 else:
                     allow = True
         if deny:
-            return Outcome(False, "deny_rule", erred_allow, erred_deny)
+            return Outcome(False, "deny_rule", erred_deny, read_missing)
         if erred_deny:
-            return Outcome(False, "error_in_rule", erred_allow, erred_deny)
+            return Outcome(False, "error_in_rule", erred_deny, read_missing)
         if allow:
-            return Outcome(True, "matched", erred_allow, erred_deny)
-        return Outcome(False, "no_rule", erred_allow, erred_deny)
+            return Outcome(True, "matched", erred_deny, read_missing)
+        return Outcome(False, "no_rule", erred_deny, read_missing)
 
 
 def _compile_rule(rule: Rule) -> _CompiledRule:
@@ -601,9 +602,10 @@ SEMANTIC_DIFFERENCES: Mapping[str, str] = {
         "allowed; ripl denies it with `error_in_rule`."
     ),
     "casbin_raises_on_missing_attribute": (
-        "Casbin raises when any condition it reaches reads a missing attribute, so "
-        "the harness denies the whole request; ripl lets an erring allow rule grant "
-        "nothing and still honours the other rules."
+        "Casbin raises when a condition reads a missing attribute before any "
+        "comparison in it is false (its `&&` runs left to right), so the harness "
+        "denies the whole request; in ripl that rule is false or error, an erring "
+        "allow grants nothing, and the other rules still decide."
     ),
 }
 """Differences that change a decision in this workload, keyed by the name the
