@@ -1,0 +1,227 @@
+"""Decisions: how matching rules combine into one answer, and its JSON.
+
+Combining never depends on rule order: the strongest effect wins
+(deny > step_up > restrict > allow), restrict obligations merge to the
+strictest, step-up requirements are unioned, and an erring deny, step_up or
+restrict rule makes the decision deny.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from ripl import ir
+from ripl.ast import Duration
+
+
+@attrs.frozen
+class Match:
+    rule: ir.Rule
+    obligations: Mapping[str, ir.Value]
+
+
+@attrs.frozen
+class Outcome:
+    """What rule evaluation found for one principal: the rules that matched
+    and the rules whose condition was error."""
+
+    matches: tuple[Match, ...]
+    errors: tuple[tuple[ir.Rule, str], ...]
+
+
+@attrs.frozen
+class RuleRef:
+    id: str
+    file: str
+    line: int
+    col: int
+
+    @classmethod
+    def of(cls, rule: ir.Rule) -> RuleRef:
+        return cls(rule.id, rule.span.file, rule.span.line, rule.span.column)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "file": self.file, "line": self.line, "col": self.col}
+
+
+@attrs.frozen
+class Verdict:
+    """A decision before it is stamped with the policy hash and time."""
+
+    effect: str
+    rules: tuple[RuleRef, ...]
+    reasons: tuple[str, ...]
+    obligations: Mapping[str, ir.Value] = attrs.field(factory=dict)
+    requirements: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+def deny(*reasons: str, errors: Sequence[str] = ()) -> Verdict:
+    return Verdict("deny", (), tuple(reasons), errors=tuple(errors))
+
+
+def _sorted_refs(rules: Sequence[ir.Rule]) -> tuple[RuleRef, ...]:
+    unique = {r.id: r for r in rules}
+    return tuple(RuleRef.of(unique[k]) for k in sorted(unique))
+
+
+def merge_all(definitions: Mapping[str, ir.ObligationDef],
+              parts: Sequence[Mapping[str, ir.Value]]) -> dict[str, ir.Value]:
+    out: dict[str, ir.Value] = {}
+    for part in parts:
+        for name, value in part.items():
+            if name not in out:
+                out[name] = value
+            elif definitions[name].merge == "union":
+                assert isinstance(out[name], frozenset) and isinstance(value, frozenset)
+                out[name] = out[name] | value  # type: ignore[operator]
+            else:
+                out[name] = min(out[name], value, key=_key)
+    return dict(sorted(out.items()))
+
+
+def _key(value: ir.Value) -> Any:
+    return value.seconds if isinstance(value, Duration) else value
+
+
+def combine(outcome: Outcome, definitions: Mapping[str, ir.ObligationDef]) -> Verdict:
+    errors = tuple(sorted(f"rule `{rule.id}`: {message}"
+                          for rule, message in outcome.errors))
+    blocking = [rule for rule, _ in outcome.errors if rule.effect != "allow"]
+    if blocking:
+        denies = [m.rule for m in outcome.matches if m.rule.effect == "deny"]
+        reasons = tuple(sorted(
+            f"error_in_rule: rule `{rule.id}` ({rule.effect}) could not be evaluated:"
+            f" {message}" for rule, message in outcome.errors
+            if rule.effect != "allow"))
+        return Verdict("deny", _sorted_refs([*blocking, *denies]), reasons,
+                       errors=errors)
+    if not outcome.matches:
+        return Verdict("deny", (), ("no_rule: no rule matched; the default is deny",),
+                       errors=errors)
+    effect = max((m.rule.effect for m in outcome.matches), key=ir.EFFECT_ORDER.get)
+    winners = [m for m in outcome.matches if m.rule.effect == effect]
+    refs = _sorted_refs([m.rule for m in winners])
+    reasons = tuple(f"matched: rule `{r.id}` ({effect})" for r in refs)
+    obligations: dict[str, ir.Value] = {}
+    requirements: tuple[str, ...] = ()
+    if effect == "restrict":
+        obligations = merge_all(definitions, [m.obligations for m in winners])
+    if effect == "step_up":
+        requirements = tuple(sorted({q for m in winners for q in m.rule.requirements}))
+    return Verdict(effect, refs, reasons, obligations, requirements, errors)
+
+
+def cap_by_root(own: Verdict, root: Verdict, root_name: str,
+                definitions: Mapping[str, ir.ObligationDef]) -> Verdict:
+    """The stricter of a principal's verdict and its root's (no escalation)."""
+    own_rank, root_rank = ir.EFFECT_ORDER[own.effect], ir.EFFECT_ORDER[root.effect]
+    errors = tuple(sorted({*own.errors, *(f"as root: {e}" for e in root.errors)}))
+    if own_rank > root_rank:
+        return attrs.evolve(own, errors=errors)
+    if root_rank > own_rank:
+        why = "is not allowed this" if root.effect == "deny" else (
+            f"gets only `{root.effect}` for this")
+        detail = "; ".join(root.reasons)
+        return Verdict(
+            root.effect,
+            root.rules,
+            (f"escalation: root `{root_name}` {why} ({detail})",),
+            root.obligations,
+            root.requirements,
+            errors,
+        )
+    if own.effect == "restrict":
+        return attrs.evolve(
+            own,
+            rules=tuple(sorted({*own.rules, *root.rules}, key=lambda r: r.id)),
+            obligations=merge_all(definitions, [own.obligations, root.obligations]),
+            errors=errors,
+        )
+    if own.effect == "step_up":
+        return attrs.evolve(
+            own, requirements=tuple(sorted({*own.requirements, *root.requirements})),
+            errors=errors)
+    return attrs.evolve(own, errors=errors)
+
+
+# ---- the decision -------------------------------------------------------------
+
+
+@attrs.frozen
+class Decision:
+    """The answer to one request, with everything behind it."""
+
+    effect: str
+    rules: tuple[RuleRef, ...]
+    reasons: tuple[str, ...]
+    obligations: Mapping[str, ir.Value]
+    requirements: tuple[str, ...]
+    errors: tuple[str, ...]
+    policy_hash: str
+    evaluated_at: datetime
+
+    @property
+    def allowed(self) -> bool:
+        """True for allow and restrict: the action may run (with obligations)."""
+        return self.effect in ("allow", "restrict")
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple(r.id for r in self.rules)
+
+    @property
+    def reason_codes(self) -> tuple[str, ...]:
+        return tuple(r.split(":", 1)[0] for r in self.reasons)
+
+    @classmethod
+    def from_verdict(cls, verdict: Verdict, policy_hash: str, at: datetime
+                     ) -> Decision:
+        return cls(verdict.effect, verdict.rules, verdict.reasons,
+                   verdict.obligations, verdict.requirements, verdict.errors,
+                   policy_hash, at)
+
+    def same_answer(self, other: Decision) -> bool:
+        """Equal in everything but the time it was made."""
+        return attrs.evolve(self, evaluated_at=other.evaluated_at) == other
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "effect": self.effect,
+            "rules": [r.to_json() for r in self.rules],
+            "reasons": list(self.reasons),
+            "obligations": obligations_json(self.obligations),
+            "requirements": list(self.requirements),
+            "errors": list(self.errors),
+            "policy_hash": self.policy_hash,
+            "evaluated_at": self.evaluated_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+def obligations_json(obligations: Mapping[str, ir.Value]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in obligations.items():
+        if isinstance(value, Duration):
+            out[f"{name}_s"] = value.seconds
+        else:
+            out[name] = json_value(value)
+    return out
+
+
+def json_value(value: ir.Value) -> Any:
+    if isinstance(value, frozenset):
+        return sorted((json_value(v) for v in value), key=str)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Duration):
+        return value.seconds
+    if isinstance(value, ir.Label | ir.EntityRef):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: json_value(v) for k, v in value.items()}
+    return value

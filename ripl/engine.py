@@ -1,0 +1,196 @@
+"""The embedding API: load a policy set, build an engine, decide requests.
+
+`decide` never raises. A malformed request, an invalid delegation chain, an
+erring rule or a bug inside ripl all come back as a deny that says why.
+Loading is where malformed policies are reported, as `SourceError`s with
+spans, before any request is seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from ripl import ir
+from ripl.ast import Duration
+from ripl.check import check_modules
+from ripl.decision import Decision, Outcome, Verdict, cap_by_root, combine, deny
+from ripl.delegation import NO_CHAIN, Facts, check_chain, find_root
+from ripl.interpret import Interpreter
+from ripl.modules import load_modules
+from ripl.request import BadRequest, Link, Parsed, parse_request
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["compiled", "reference"]
+PolicySource = str | Path
+
+
+class RuleEvaluator(Protocol):
+    def outcome(self, request: Parsed, facts: Facts) -> Outcome: ...
+
+
+def load_policy(*sources: PolicySource, text: str | None = None,
+                name: str = "<text>") -> ir.PolicySet:
+    """Parse and check a policy set from paths (files or folders) and/or text.
+
+    A `str` holding a newline is taken as policy text, any other `str` or a
+    `Path` as a path. Raises `ParseError` or `CheckError` with every problem.
+    """
+    paths: list[Path] = []
+    texts: list[tuple[str, str]] = []
+    for source in sources:
+        if isinstance(source, str) and "\n" in source:
+            texts.append((name if not texts else f"{name}#{len(texts)}", source))
+        else:
+            paths.append(Path(source))
+    if text is not None:
+        texts.append((name, text))
+    if not paths and not texts:
+        raise ValueError("load needs at least one policy path or text")
+    return check_modules(load_modules(paths, texts))
+
+
+def load(*sources: PolicySource, text: str | None = None, mode: Mode = "compiled",
+         **options: Any) -> Engine:
+    """Load a policy set and build an `Engine` for it."""
+    return Engine(load_policy(*sources, text=text), mode=mode, **options)
+
+
+class Engine:
+    """Decides requests against one policy set. Thread-safe: the policy set
+    is immutable and swapped whole by `replace`."""
+
+    def __init__(
+        self,
+        policy: ir.PolicySet,
+        *,
+        mode: Mode = "compiled",
+        clock: Callable[[], datetime] | None = None,
+        revoked: Iterable[str] = (),
+    ) -> None:
+        if mode not in ("compiled", "reference"):
+            raise ValueError(f"unknown mode {mode!r}; use 'compiled' or 'reference'")
+        self.mode: Mode = mode
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._revoked: set[str] = set(revoked)
+        self._lock = threading.Lock()
+        self._install(policy)
+
+    # ---- the policy set -----------------------------------------------------
+
+    def _install(self, policy: ir.PolicySet) -> None:
+        evaluator: RuleEvaluator
+        if self.mode == "reference":
+            evaluator = Interpreter(policy)
+        else:
+            evaluator = _compiled_evaluator(policy)
+        leeway = policy.options.get("clock_leeway", Duration(0))
+        assert isinstance(leeway, Duration)
+        # One tuple, replaced in a single assignment: a decision reads it once
+        # and so never mixes two policy versions.
+        self._state = (policy, evaluator, timedelta(seconds=leeway.seconds))
+
+    @property
+    def policy(self) -> ir.PolicySet:
+        return self._state[0]
+
+    @property
+    def policy_hash(self) -> str:
+        return self._state[0].policy_hash
+
+    def replace(self, policy: ir.PolicySet) -> None:
+        """Swap in a new policy set atomically."""
+        with self._lock:
+            self._install(policy)
+        log.debug("engine now serves %s", policy.policy_hash)
+
+    # ---- revocation -----------------------------------------------------------
+
+    def revoke(self, link_id: str) -> None:
+        with self._lock:
+            self._revoked = self._revoked | {link_id}
+
+    def is_revoked(self, link: Link) -> bool:
+        return link.id is not None and link.id in self._revoked
+
+    # ---- deciding ---------------------------------------------------------------
+
+    def decide(self, request: Any) -> Decision:
+        """Decide one request (the contract as a mapping or a typed object).
+        Never raises: every failure is a deny that says why."""
+        policy, evaluator, leeway = self._state
+        now = self._clock()
+        try:
+            parsed = parse_request(request, policy.schema, now)
+        except BadRequest as exc:
+            return Decision.from_verdict(deny(f"bad_request: {exc.message}"),
+                                         policy.policy_hash, now)
+        except Exception:  # a bug in ripl must still fail closed
+            log.exception("request could not be parsed")
+            return Decision.from_verdict(
+                deny("bad_request: the request could not be read"),
+                policy.policy_hash, now)
+        try:
+            verdict = decide_parsed(parsed, policy, evaluator, leeway,
+                                    self.is_revoked)
+        except Exception:
+            log.exception("internal error while deciding")
+            verdict = deny("error_in_rule: internal error while evaluating; "
+                           "failing closed")
+        return Decision.from_verdict(verdict, policy.policy_hash, parsed.now)
+
+    def decide_batch(self, requests: Iterable[Any]) -> list[Decision]:
+        return [self.decide(r) for r in requests]
+
+    def check_request(self, request: Any) -> Parsed:
+        """Parse a request strictly, raising `BadRequest` (for the CLI)."""
+        return parse_request(request, self.policy.schema, self._clock())
+
+
+def decide_parsed(
+    request: Parsed,
+    policy: ir.PolicySet,
+    evaluator: RuleEvaluator,
+    leeway: timedelta = timedelta(0),
+    is_revoked: Callable[[Link], bool] = lambda link: False,
+) -> Verdict:
+    """DESIGN.md's decision procedure: delegation first, then the rules, then
+    the cap by the root human's own decision."""
+    schema = policy.schema
+    definitions = schema.obligations
+    failures, facts = check_chain(request, schema, leeway=leeway,
+                                  is_revoked=is_revoked)
+    if failures:
+        return deny(*failures)
+    own = combine(evaluator.outcome(request, facts), definitions)
+    root, missing = find_root(request, schema, facts)
+    if missing is not None:
+        return deny(missing, errors=own.errors)
+    if root is None or root.ref == request.principal.ref:
+        return own
+    as_root = Parsed(
+        principal=root,
+        action=request.action,
+        resource=request.resource,
+        context=request.context,
+        chain=None,
+        link_errors=(),
+        entities=request.entities,
+        now=request.now,
+    )
+    root_verdict = combine(evaluator.outcome(as_root, NO_CHAIN), definitions)
+    return cap_by_root(own, root_verdict, str(root.ref), definitions)
+
+
+def _compiled_evaluator(policy: ir.PolicySet) -> RuleEvaluator:
+    try:
+        from ripl.compile import compile_policy
+    except ImportError:
+        return Interpreter(policy)
+    return compile_policy(policy)  # type: ignore[no-any-return]
+
