@@ -1,0 +1,304 @@
+"""The `ripl` command. The only module that writes to the terminal.
+
+Exit codes: 0 clean (or a decision was made, whatever its effect); 1 findings
+at or above the fail level, failed tests, or a more permissive diff; 2 a
+usage or input error: a policy that does not parse or type-check, a
+malformed request, a bad argument. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ripl import ir
+from ripl.decision import Decision, obligations_json
+from ripl.engine import Engine, load_policy
+from ripl.errors import Diagnostic, SourceError
+from ripl.request import BadRequest, load_json
+from ripl.source import render_snippet, span_at
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
+
+
+class _Group(click.Group):
+    """Turns click's own usage errors into exit 2 with a hint, and any
+    unexpected exception into a message instead of a traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("standalone_mode", True)
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit:
+            raise
+        except Exception as exc:  # last resort: never show a traceback
+            log.debug("unexpected error", exc_info=True)
+            click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("   = hint: run with --verbose for details, and report it",
+                       err=True)
+            sys.exit(EXIT_INPUT)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", "-v", is_flag=True, help="Log engine steps to stderr.")
+@click.version_option(package_name="ripl", prog_name="ripl")
+def main(verbose: bool) -> None:
+    """ripl decides whether an AI agent's action may happen now."""
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+
+
+def fail(message: str, hint: str | None = None) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"   = hint: {hint}", err=True)
+    sys.exit(EXIT_INPUT)
+
+
+def format_option(*choices: str) -> Callable[[F], F]:
+    return click.option("--format", "fmt", type=click.Choice(choices),
+                        default=choices[0], show_default=True,
+                        help="Output format.")
+
+
+paths_argument = click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+
+
+def load_or_exit(paths: Sequence[Path], fmt: str = "text") -> ir.PolicySet:
+    """Load a policy set; on errors print every diagnostic and exit 2."""
+    try:
+        return load_policy(*paths)
+    except SourceError as exc:
+        report_diagnostics(exc.diagnostics, exc.sources, fmt)
+        sys.exit(EXIT_INPUT)
+
+
+def report_diagnostics(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str],
+                       fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps({"ok": False, "diagnostics": [
+            d.to_json() for d in diagnostics]}, indent=2))
+        return
+    for d in diagnostics:
+        click.echo(d.render(sources), err=True)
+        click.echo("", err=True)
+    errors = sum(d.severity == "error" for d in diagnostics)
+    click.echo(f"{errors} error{'s' if errors != 1 else ''}", err=True)
+
+
+# ---- check -------------------------------------------------------------------
+
+
+@main.command()
+@paths_argument
+@format_option("text", "json")
+def check(paths: tuple[Path, ...], fmt: str) -> None:
+    """Parse and type-check a policy set."""
+    policy = load_or_exit(paths, fmt)
+    summary = (f"{len(policy.rules)} rules, {len(policy.tests)} tests in "
+               f"{len(policy.sources)} files")
+    if fmt == "json":
+        click.echo(json.dumps({"ok": True, "rules": len(policy.rules),
+                               "tests": len(policy.tests),
+                               "files": sorted(policy.sources),
+                               "policy_hash": policy.policy_hash,
+                               "diagnostics": []}, indent=2))
+    else:
+        click.echo(f"ok: {summary}; no problems found")
+
+
+# ---- eval --------------------------------------------------------------------
+
+
+def read_request(source: str) -> tuple[Any, str, str]:
+    """The request data, its text and a display name; exits 2 when unreadable."""
+    if source == "-":
+        name, text = "<stdin>", click.get_text_stream("stdin").read()
+    else:
+        name = source
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            fail(f"request file `{source}` not found")
+        except UnicodeDecodeError:
+            fail(f"request file `{source}` is not UTF-8 text")
+        except OSError as exc:
+            fail(f"cannot read request file `{source}`: {exc.strerror}")
+    try:
+        data = load_json(text)
+    except json.JSONDecodeError as exc:
+        request_error(name, text, exc.pos, f"invalid JSON: {exc.msg.lower()}",
+                      "check for a missing `}`, `]`, `,` or quote")
+    if not isinstance(data, dict):
+        request_error(name, text, 0, "a request must be a JSON object",
+                      "write `{\"principal\": …, \"action\": …, \"resource\": …}`")
+    return data, text, name
+
+
+def request_error(name: str, text: str, offset: int, message: str,
+                  hint: str | None) -> NoReturn:
+    span = span_at(name, text, offset, 1)
+    lines = [f"{span.location()}: error[request]: {message}",
+             *render_snippet(span, text)]
+    if hint:
+        lines.append(f"   = hint: {hint}")
+    click.echo("\n".join(lines), err=True)
+    sys.exit(EXIT_INPUT)
+
+
+def locate(text: str, path: Sequence[str | int]) -> int:
+    """Offset of the value at a JSON path in text (best effort: the deepest
+    part of the path that is found)."""
+    try:
+        return _Locator(text).find(tuple(path))
+    except (IndexError, ValueError):
+        return 0
+
+
+class _Locator:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.best = 0
+
+    def skip(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+            self.pos += 1
+
+    def find(self, path: tuple[str | int, ...]) -> int:
+        self.skip()
+        self.value(path)
+        return self.best
+
+    def string(self) -> str:
+        end = self.pos + 1
+        while self.text[end] != '"':
+            end += 2 if self.text[end] == "\\" else 1
+        raw = self.text[self.pos: end + 1]
+        self.pos = end + 1
+        return str(json.loads(raw))
+
+    def value(self, path: tuple[str | int, ...]) -> None:
+        """Scan one value; record where the path leads while inside it."""
+        self.skip()
+        if not path:
+            self.best = self.pos
+        char = self.text[self.pos]
+        if char == "{":
+            self.pos += 1
+            while True:
+                self.skip()
+                if self.text[self.pos] == "}":
+                    self.pos += 1
+                    return
+                key_at = self.pos
+                key = self.string()
+                self.skip()
+                self.pos += 1  # the colon
+                inside = bool(path) and path[0] == key
+                if inside:
+                    self.best = key_at
+                self.value(path[1:] if inside else (None,))  # type: ignore[arg-type]
+                self.skip()
+                if self.text[self.pos] == ",":
+                    self.pos += 1
+        elif char == "[":
+            self.pos += 1
+            index = 0
+            while True:
+                self.skip()
+                if self.text[self.pos] == "]":
+                    self.pos += 1
+                    return
+                inside = bool(path) and path[0] == index
+                self.value(path[1:] if inside else (None,))  # type: ignore[arg-type]
+                index += 1
+                self.skip()
+                if self.text[self.pos] == ",":
+                    self.pos += 1
+        elif char == '"':
+            self.string()
+        else:
+            while self.pos < len(self.text) and self.text[self.pos] not in ",}] \t\r\n":
+                self.pos += 1
+
+
+def explain(decision: Decision) -> str:
+    lines = [f"effect: {decision.effect}"]
+    if decision.rules:
+        lines.append("rules:")
+        lines.extend(f"  - {r.id} ({r.file}:{r.line}:{r.col})" for r in decision.rules)
+    lines.append("reasons:")
+    lines.extend(f"  - {r}" for r in decision.reasons)
+    if decision.obligations:
+        lines.append("obligations:")
+        for key, value in obligations_json(decision.obligations).items():
+            lines.append(f"  - {key}: {json.dumps(value)}")
+    if decision.requirements:
+        lines.append("requirements: " + ", ".join(decision.requirements))
+    if decision.errors:
+        lines.append("errors:")
+        lines.extend(f"  - {e}" for e in decision.errors)
+    lines.append(f"policy: {decision.policy_hash}")
+    lines.append(f"evaluated at: {decision.to_json()['evaluated_at']}")
+    return "\n".join(lines)
+
+
+@main.command("eval")
+@click.argument("path", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--request", "-r", "request_file", required=True,
+              help="Request JSON file, or - for stdin.")
+@format_option("text", "json")
+def eval_command(path: tuple[Path, ...], request_file: str, fmt: str) -> None:
+    """Decide one request and explain the decision."""
+    policy = load_or_exit(path)
+    engine = Engine(policy)
+    data, text, name = read_request(request_file)
+    try:
+        engine.check_request(data)
+    except BadRequest as exc:
+        request_error(name, text, locate(text, exc.path), exc.message, exc.hint)
+    decision = engine.decide(data)
+    if fmt == "json":
+        click.echo(json.dumps(decision.to_json(), indent=2))
+    else:
+        click.echo(explain(decision))
+
+
+# ---- test ----------------------------------------------------------------------
+
+
+@main.command("test")
+@paths_argument
+@click.option("--verbose-pass", is_flag=True, help="Also list the tests that pass.")
+def test_command(paths: tuple[Path, ...], verbose_pass: bool) -> None:
+    """Run the inline tests of a policy set."""
+    from ripl.testing import run_tests
+
+    policy = load_or_exit(paths)
+    results = run_tests(Engine(policy))
+    failed = [r for r in results if not r.passed]
+    for result in results:
+        where = f"{result.test.span.file}:{result.test.span.line}"
+        if result.passed:
+            if verbose_pass:
+                click.echo(f"PASS {where} {result.test.name}")
+            continue
+        click.echo(f"FAIL {where} {result.test.name}")
+        for problem in result.problems:
+            click.echo(f"     {problem}")
+    click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if not results:
+        click.echo("warning: the policy set has no inline tests", err=True)
+    sys.exit(EXIT_FINDINGS if failed else EXIT_OK)
