@@ -180,7 +180,7 @@ class RiplPeer(Peer):
         self.source = ripl_source(workload)
 
     def load(self) -> None:
-        self._engine = self._ripl.load(self.source)
+        self._engine = self._ripl.load(text=self.source)
 
     def bust_cache(self) -> None:
         # The compiled-set cache is keyed by content hash, so a trailing
