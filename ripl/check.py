@@ -42,8 +42,9 @@ class _Bad(Exception):
         self.diagnostic = diagnostic
 
 
-def _fail(message: str, span: Span, hint: str | None = None,
-          code: str = "type") -> NoReturn:
+def _fail(
+    message: str, span: Span, hint: str | None = None, code: str = "type"
+) -> NoReturn:
     raise _Bad(Diagnostic(code, message, span, hint=hint))
 
 
@@ -66,8 +67,9 @@ class _Env:
     """What an expression may refer to: the module's names and the rule's
     principal and resource types."""
 
-    def __init__(self, module: str, principal: frozenset[str],
-                 resource: frozenset[str]) -> None:
+    def __init__(
+        self, module: str, principal: frozenset[str], resource: frozenset[str]
+    ) -> None:
         self.module = module
         self.principal = principal
         self.resource = resource
@@ -91,10 +93,15 @@ class Checker:
 
     # ---- reporting --------------------------------------------------------
 
-    def error(self, code: str, message: str, span: Span, hint: str | None = None,
-              notes: tuple[tuple[str, Span], ...] = ()) -> None:
-        self.diagnostics.append(Diagnostic(code, message, span, hint=hint,
-                                           notes=notes))
+    def error(
+        self,
+        code: str,
+        message: str,
+        span: Span,
+        hint: str | None = None,
+        notes: tuple[tuple[str, Span], ...] = (),
+    ) -> None:
+        self.diagnostics.append(Diagnostic(code, message, span, hint=hint, notes=notes))
 
     def items(self, kind: type[ast.Item]) -> Iterable[tuple[str, ast.Item]]:
         for name, module in self.modules.items():
@@ -108,8 +115,11 @@ class Checker:
         out = []
         for item in self.modules[module].syntax.items:
             if isinstance(item, ast.Import):
-                names = None if item.names is None else frozenset(
-                    i.name for i in item.names)
+                names = (
+                    None
+                    if item.names is None
+                    else frozenset(i.name for i in item.names)
+                )
                 out.append((item.module.text, names))
         return out
 
@@ -117,8 +127,10 @@ class Checker:
         """Whether a name declared in module `owner` is visible in `module`."""
         if owner == module:
             return True
-        return any(imported == owner and (names is None or name in names)
-                   for imported, names in self._imports(module))
+        return any(
+            imported == owner and (names is None or name in names)
+            for imported, names in self._imports(module)
+        )
 
     def _check_import_names(self) -> None:
         declared: dict[str, set[str]] = {m: set() for m in self.modules}
@@ -131,7 +143,8 @@ class Checker:
         for name, (mod, _) in self.risk_syntax.items():
             declared[mod].add(name)
         for mod, item in self.items(ast.EntityDecl):
-            declared[mod].add(item.name.name)  # type: ignore[attr-defined]
+            assert isinstance(item, ast.EntityDecl)
+            declared[mod].add(item.name.name)
         for _, item in self.items(ast.Import):
             assert isinstance(item, ast.Import)
             target = item.module.text
@@ -139,9 +152,12 @@ class Checker:
                 continue
             for ident in item.names:
                 if ident.name not in declared[target]:
-                    self.error("unknown-import", f"module `{target}` has no "
-                               f"declaration `{ident.name}`", ident.span,
-                               did_you_mean(ident.name, declared[target]))
+                    self.error(
+                        "unknown-import",
+                        f"module `{target}` has no declaration `{ident.name}`",
+                        ident.span,
+                        did_you_mean(ident.name, declared[target]),
+                    )
 
     # ---- schema -------------------------------------------------------------
 
@@ -151,17 +167,24 @@ class Checker:
             name = item.name.name
             names = [i.name for i in item.labels]
             if name in self.labels:
-                self.error("duplicate", f"label order `{name}` is declared twice",
-                           item.name.span, notes=(("first declared here",
-                                                   self.labels[name].span),))
+                self.error(
+                    "duplicate",
+                    f"label order `{name}` is declared twice",
+                    item.name.span,
+                    notes=(("first declared here", self.labels[name].span),),
+                )
                 continue
             for ident in item.labels:
                 if names.count(ident.name) > 1:
-                    self.error("duplicate", f"label `{ident.name}` appears twice in "
-                               f"`{name}`", ident.span)
+                    self.error(
+                        "duplicate",
+                        f"label `{ident.name}` appears twice in `{name}`",
+                        ident.span,
+                    )
                     break
-            self.labels[name] = ir.LabelOrder(name, tuple(dict.fromkeys(names)),
-                                              item.span)
+            self.labels[name] = ir.LabelOrder(
+                name, tuple(dict.fromkeys(names)), item.span
+            )
             self.label_module[name] = mod
         for _, item in self.items(ast.ActionsDecl):
             assert isinstance(item, ast.ActionsDecl)
@@ -174,8 +197,11 @@ class Checker:
             assert isinstance(item, ast.RequirementsDecl)
             for ident in item.names:
                 if ident.name in self.requirements:
-                    self.error("duplicate", f"requirement `{ident.name}` is declared "
-                               "twice", ident.span)
+                    self.error(
+                        "duplicate",
+                        f"requirement `{ident.name}` is declared twice",
+                        ident.span,
+                    )
                 self.requirements[ident.name] = (mod, ident.span)
         for mod, item in self.items(ast.ObligationDecl):
             assert isinstance(item, ast.ObligationDecl)
@@ -183,28 +209,39 @@ class Checker:
         for mod, item in self.items(ast.RiskDecl):
             assert isinstance(item, ast.RiskDecl)
             if item.name.name in self.risk_syntax:
-                self.error("duplicate", f"risk `{item.name.name}` is declared twice",
-                           item.name.span)
+                self.error(
+                    "duplicate",
+                    f"risk `{item.name.name}` is declared twice",
+                    item.name.span,
+                )
             self.risk_syntax[item.name.name] = (mod, item)
         entity_items = [(m, i) for m, i in self.items(ast.EntityDecl)]
         for _, item in entity_items:
             assert isinstance(item, ast.EntityDecl)
             name = item.name.name
             if name in self.entities:
-                self.error("duplicate", f"entity type `{name}` is declared twice",
-                           item.name.span, notes=(("first declared here",
-                                                   self.entities[name].span),))
+                self.error(
+                    "duplicate",
+                    f"entity type `{name}` is declared twice",
+                    item.name.span,
+                    notes=(("first declared here", self.entities[name].span),),
+                )
             elif name in ir.KINDS or name in ir.PRIMS:
-                self.error("reserved", f"`{name}` is reserved and cannot name an "
-                           "entity type", item.name.span)
+                self.error(
+                    "reserved",
+                    f"`{name}` is reserved and cannot name an entity type",
+                    item.name.span,
+                )
             else:
                 # Attributes are resolved once every type name is known.
-                self.entities[name] = ir.EntityDef(name, None, frozenset(),
-                                                   ir.RecordType(()), item.span)
+                self.entities[name] = ir.EntityDef(
+                    name, None, frozenset(), ir.RecordType(()), item.span
+                )
         for mod, item in entity_items:
             assert isinstance(item, ast.EntityDecl)
             if self.entities.get(item.name.name, None) is not None and (
-                    self.entities[item.name.name].span == item.span):
+                self.entities[item.name.name].span == item.span
+            ):
                 self.entities[item.name.name] = self._entity(mod, item)
         self._check_owners()
         for mod, item in self.items(ast.ContextDecl):
@@ -215,16 +252,23 @@ class Checker:
                     continue
                 old = self.context.get(decl.name.name)
                 if old is not None and old != spec:
-                    self.error("type", f"context attribute `{decl.name.name}` is "
-                               f"declared as both `{old.type}` and `{spec.type}`",
-                               decl.span)
+                    self.error(
+                        "type",
+                        f"context attribute `{decl.name.name}` is "
+                        f"declared as both `{old.type}` and `{spec.type}`",
+                        decl.span,
+                    )
                 self.context[decl.name.name] = spec
         self._check_import_names()
 
     def _declare_action(self, name: str, span: Span) -> None:
         if name in self.actions:
-            self.error("duplicate", f"action `{name}` is declared twice", span,
-                       notes=(("first declared here", self.actions[name]),))
+            self.error(
+                "duplicate",
+                f"action `{name}` is declared twice",
+                span,
+                notes=(("first declared here", self.actions[name]),),
+            )
         self.actions[name] = span
 
     def _collect_actions(self, prefix: str, items: Sequence[ast.ActionItem]) -> None:
@@ -244,56 +288,90 @@ class Checker:
             return
         merge = item.merge.name
         if merge not in ("union", "min"):
-            self.error("obligation", f"unknown merge `{merge}`", item.merge.span,
-                       "obligations merge by `union` (sets) or `min` (numbers, "
-                       "durations)")
+            self.error(
+                "obligation",
+                f"unknown merge `{merge}`",
+                item.merge.span,
+                "obligations merge by `union` (sets) or `min` (numbers, durations)",
+            )
             return
         if (merge == "union") != isinstance(typ, ir.SetType):
-            self.error("obligation", f"`{merge}` does not fit an obligation of type "
-                       f"`{typ}`", item.merge.span,
-                       "sets merge by `union`; numbers and durations by `min`")
+            self.error(
+                "obligation",
+                f"`{merge}` does not fit an obligation of type `{typ}`",
+                item.merge.span,
+                "sets merge by `union`; numbers and durations by `min`",
+            )
             return
         if name in self.obligations:
-            self.error("duplicate", f"obligation `{name}` is declared twice",
-                       item.name.span)
+            self.error(
+                "duplicate", f"obligation `{name}` is declared twice", item.name.span
+            )
         self.obligations[name] = (mod, ir.ObligationDef(name, typ, merge, item.span))
 
     def _entity(self, mod: str, item: ast.EntityDecl) -> ir.EntityDef:
         kind = item.kind.name if item.kind else None
         if item.kind and kind not in ir.KINDS:
-            self.error("unknown-kind", f"unknown identity kind `{kind}`",
-                       item.kind.span, did_you_mean(kind or "", ir.KINDS)
-                       or "kinds are " + ", ".join(ir.KINDS))
+            self.error(
+                "unknown-kind",
+                f"unknown identity kind `{kind}`",
+                item.kind.span,
+                did_you_mean(kind or "", ir.KINDS)
+                or "kinds are " + ", ".join(ir.KINDS),
+            )
             kind = None
         owners = []
         for ident in item.owners:
             if ident.name not in self.entities:
-                self.error("unknown-type", f"unknown entity type `{ident.name}`",
-                           ident.span, did_you_mean(ident.name, self.entities))
+                self.error(
+                    "unknown-type",
+                    f"unknown entity type `{ident.name}`",
+                    ident.span,
+                    did_you_mean(ident.name, self.entities),
+                )
             else:
                 owners.append(ident.name)
         if kind in ir.NON_HUMAN and not item.owners:
-            self.error("owner", f"{kind} `{item.name.name}` has no owner",
-                       item.name.span, f"every non-human identity has one: "
-                       f"`entity {item.name.name}: {kind} owner User`")
+            self.error(
+                "owner",
+                f"{kind} `{item.name.name}` has no owner",
+                item.name.span,
+                f"every non-human identity has one: "
+                f"`entity {item.name.name}: {kind} owner User`",
+            )
         if kind == "human" and item.owners:
-            self.error("owner", f"human `{item.name.name}` cannot have an owner",
-                       item.owners[0].span)
+            self.error(
+                "owner",
+                f"human `{item.name.name}` cannot have an owner",
+                item.owners[0].span,
+            )
         fields = []
         seen: set[str] = set()
         for decl in item.attrs:
             if decl.name.name in seen:
-                self.error("duplicate", f"attribute `{decl.name.name}` is declared "
-                           "twice", decl.name.span)
+                self.error(
+                    "duplicate",
+                    f"attribute `{decl.name.name}` is declared twice",
+                    decl.name.span,
+                )
             if decl.name.name in ("id", "owner"):
-                self.error("reserved", f"`{decl.name.name}` is built in and cannot be "
-                           "declared as an attribute", decl.name.span)
+                self.error(
+                    "reserved",
+                    f"`{decl.name.name}` is built in and cannot be "
+                    "declared as an attribute",
+                    decl.name.span,
+                )
             seen.add(decl.name.name)
             spec = self._attr_spec(mod, decl)
             if spec is not None:
                 fields.append((decl.name.name, spec))
-        return ir.EntityDef(item.name.name, kind, frozenset(owners),
-                            ir.RecordType(tuple(fields)), item.span)
+        return ir.EntityDef(
+            item.name.name,
+            kind,
+            frozenset(owners),
+            ir.RecordType(tuple(fields)),
+            item.span,
+        )
 
     def _check_owners(self) -> None:
         """Following owners from any non-human type must reach a human."""
@@ -301,20 +379,26 @@ class Checker:
             entity = self.entities[start]
             if entity.kind not in ir.NON_HUMAN:
                 continue
-            stack = [(start, (start,))]
+            stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
             while stack:
                 name, path = stack.pop()
                 for owner in sorted(self.entities[name].owners):
                     if owner in path:
-                        self.error("owner", "ownership cycle: " + " → ".join(
-                            (*path, owner)), entity.span,
-                            "some owner on the way must be a human")
+                        self.error(
+                            "owner",
+                            "ownership cycle: " + " → ".join((*path, owner)),
+                            entity.span,
+                            "some owner on the way must be a human",
+                        )
                         return
                     kind = self.entities[owner].kind
                     if kind is None:
-                        self.error("owner", f"owner `{owner}` of `{name}` is not an "
-                                   "identity", entity.span,
-                                   "owners are humans or other non-human identities")
+                        self.error(
+                            "owner",
+                            f"owner `{owner}` of `{name}` is not an identity",
+                            entity.span,
+                            "owners are humans or other non-human identities",
+                        )
                     elif kind != "human":
                         stack.append((owner, (*path, owner)))
 
@@ -331,28 +415,38 @@ class Checker:
         if isinstance(node, ast.RecordType):
             fields = []
             for decl in node.attrs:
-                fields.append((decl.name.name, ir.AttrSpec(
-                    self.resolve_type(mod, decl.type), decl.optional)))
+                fields.append(
+                    (
+                        decl.name.name,
+                        ir.AttrSpec(self.resolve_type(mod, decl.type), decl.optional),
+                    )
+                )
             return ir.RecordType(tuple(fields))
         name = node.name.text
         if name in ir.PRIMS:
             return ir.PRIMS[name]
         if name in self.labels:
             if not self.sees(mod, self.label_module[name], name):
-                _fail(f"label order `{name}` is not imported here", node.span,
-                      f"add `import {self.label_module[name]} ({name})`", "scope")
+                _fail(
+                    f"label order `{name}` is not imported here",
+                    node.span,
+                    f"add `import {self.label_module[name]} ({name})`",
+                    "scope",
+                )
             return ir.LabelType(name)
         if name in self.entities:
             return ir.EntityType(frozenset({name}))
         known = [*ir.PRIMS, *self.labels, *self.entities]
         hint = did_you_mean(name, known)
         if name in ("number", "float", "str", "boolean", "integer"):
-            hint = "types are bool, int, decimal, string, duration, set<T>, " \
+            hint = (
+                "types are bool, int, decimal, string, duration, set<T>, "
                 "label orders and entity types"
+            )
         _fail(f"unknown type `{name}`", node.span, hint, "unknown-type")
 
     def schema(self) -> ir.Schema:
-        groups = set()
+        groups: set[str] = set()
         for name in self.actions:
             parts = name.split(".")
             groups.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
@@ -369,9 +463,12 @@ class Checker:
     # ---- expressions ----------------------------------------------------------
 
     def visible_labels(self, mod: str, name: str) -> list[ir.LabelOrder]:
-        return [order for order_name, order in self.labels.items()
-                if name in order.labels
-                and self.sees(mod, self.label_module[order_name], name)]
+        return [
+            order
+            for order_name, order in self.labels.items()
+            if name in order.labels
+            and self.sees(mod, self.label_module[order_name], name)
+        ]
 
     def visible_risk(self, mod: str, name: str) -> ir.RiskRef | None:
         if name not in self.risk_syntax:
@@ -382,9 +479,14 @@ class Checker:
         if name in self.risks:
             return self.risks[name]
         if name in self.risk_stack:
-            _fail("risk `" + name + "` is defined in terms of itself: "
-                  + " → ".join((*self.risk_stack, name)), item.name.span,
-                  code="cycle")
+            _fail(
+                "risk `"
+                + name
+                + "` is defined in terms of itself: "
+                + " → ".join((*self.risk_stack, name)),
+                item.name.span,
+                code="cycle",
+            )
         self.risk_stack.append(name)
         try:
             everything = frozenset(self.entities)
@@ -410,8 +512,9 @@ class Checker:
     def action_name(self, node: ast.Expr, *, exact: bool = False) -> str:
         found = self.dotted_name(node)
         if found is None:
-            _fail("expected an action name", node.span,
-                  "write it like `payments.refund`")
+            _fail(
+                "expected an action name", node.span, "write it like `payments.refund`"
+            )
         name, span = found
         if name in self.actions:
             return name
@@ -419,13 +522,20 @@ class Checker:
         if name in groups and not exact:
             return name
         if name in groups:
-            _fail(f"`{name}` is a group of actions, not an action", span,
-                  f"to test the group, write `action in {name}`")
-        _fail(f"unknown action `{name}`", span,
-              did_you_mean(name, [*self.actions, *groups]), "unknown-action")
+            _fail(
+                f"`{name}` is a group of actions, not an action",
+                span,
+                f"to test the group, write `action in {name}`",
+            )
+        _fail(
+            f"unknown action `{name}`",
+            span,
+            did_you_mean(name, [*self.actions, *groups]),
+            "unknown-action",
+        )
 
     def schema_groups(self) -> set[str]:
-        groups = set()
+        groups: set[str] = set()
         for name in self.actions:
             parts = name.split(".")
             groups.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
@@ -460,13 +570,17 @@ class Checker:
         if node.name == "resource":
             return ir.RequestRoot("resource", ir.EntityType(env.resource))
         if node.name == "context":
-            return ir.RequestRoot("context", ir.RecordType(tuple(
-                sorted(self.context.items()))))
+            return ir.RequestRoot(
+                "context", ir.RecordType(tuple(sorted(self.context.items())))
+            )
         if node.name == "action":
             return ir.ActionValue()
-        _fail("`delegation` is not a value by itself", node.span,
-              "use `delegation.depth`, `.purpose`, `.root`, `.grants(scope)`, "
-              "`.via(Type)` or `.limit(\"name\")`")
+        _fail(
+            "`delegation` is not a value by itself",
+            node.span,
+            "use `delegation.depth`, `.purpose`, `.root`, `.grants(scope)`, "
+            '`.via(Type)` or `.limit("name")`',
+        )
 
     def visit_Var(self, node: ast.Var, env: _Env) -> ir.Expr:
         risk = self.visible_risk(env.module, node.name)
@@ -479,25 +593,37 @@ class Checker:
             return ir.Const(label, ir.LabelType(orders[0].name))
         if len(orders) > 1:
             names = ", ".join(f"`{o.name}.{node.name}`" for o in orders)
-            _fail(f"label `{node.name}` belongs to several orders", node.span,
-                  f"write one of {names}", "ambiguous")
+            _fail(
+                f"label `{node.name}` belongs to several orders",
+                node.span,
+                f"write one of {names}",
+                "ambiguous",
+            )
         if node.name in self.schema_groups():
             return ir.Const(node.name, ir.ACTION)
         hidden = self._hidden_hint(env.module, node.name)
         candidates = [*self.risk_syntax, *self.schema_groups()]
         for order in self.labels.values():
             candidates.extend(order.labels)
-        _fail(f"unknown name `{node.name}`", node.span,
-              hidden or did_you_mean(node.name, candidates), "unknown-name")
+        _fail(
+            f"unknown name `{node.name}`",
+            node.span,
+            hidden or did_you_mean(node.name, candidates),
+            "unknown-name",
+        )
 
     def _hidden_hint(self, mod: str, name: str) -> str | None:
         for order_name, order in self.labels.items():
             if name in order.labels:
-                return f"`{name}` is declared in module " \
+                return (
+                    f"`{name}` is declared in module "
                     f"`{self.label_module[order_name]}`; import it there"
+                )
         if name in self.risk_syntax:
-            return f"`{name}` is declared in module `{self.risk_syntax[name][0]}`;" \
+            return (
+                f"`{name}` is declared in module `{self.risk_syntax[name][0]}`;"
                 " import it"
+            )
         return None
 
     def visit_GetAttr(self, node: ast.GetAttr, env: _Env) -> ir.Expr:
@@ -508,12 +634,17 @@ class Checker:
             if name == "root":
                 humans = self.schema_kinds("human")
                 return ir.DelegationFact("root", ir.EntityType(humans))
-            hint = did_you_mean(name, [*DELEGATION_FACTS, "root", "grants", "via",
-                                       "limit"])
+            hint = did_you_mean(
+                name, [*DELEGATION_FACTS, "root", "grants", "via", "limit"]
+            )
             if name in ("grants", "via", "limit"):
                 hint = f"`{name}` takes an argument: `delegation.{name}(…)`"
-            _fail(f"unknown delegation fact `{name}`", node.attr.span, hint,
-                  "unknown-attribute")
+            _fail(
+                f"unknown delegation fact `{name}`",
+                node.attr.span,
+                hint,
+                "unknown-attribute",
+            )
         dotted = self.dotted_name(node)
         if dotted is not None:
             return self._dotted_value(node, dotted[0], env)
@@ -525,13 +656,21 @@ class Checker:
         if head in self.labels and "." not in rest:
             order = self.labels[head]
             if not self.sees(env.module, self.label_module[head], head):
-                _fail(f"label order `{head}` is not imported here", node.span,
-                      f"add `import {self.label_module[head]} ({head})`", "scope")
+                _fail(
+                    f"label order `{head}` is not imported here",
+                    node.span,
+                    f"add `import {self.label_module[head]} ({head})`",
+                    "scope",
+                )
             label = order.label(rest)
             if label is None:
-                _fail(f"`{head}` has no label `{rest}`", node.attr.span,
-                      did_you_mean(rest, order.labels) or "its labels are "
-                      + ", ".join(order.labels), "unknown-label")
+                _fail(
+                    f"`{head}` has no label `{rest}`",
+                    node.attr.span,
+                    did_you_mean(rest, order.labels)
+                    or "its labels are " + ", ".join(order.labels),
+                    "unknown-label",
+                )
             return ir.Const(label, ir.LabelType(head))
         if head in self.risk_syntax and self.visible_risk(env.module, head):
             _fail(f"risk `{head}` has no attributes", node.attr.span)
@@ -547,11 +686,15 @@ class Checker:
             if name == "id":
                 return ir.EntityId(obj)
             if name == "owner":
-                owners = frozenset().union(*(self.entities[t].owners
-                                             for t in typ.names))
+                owners = frozenset().union(
+                    *(self.entities[t].owners for t in typ.names)
+                )
                 if not owners:
-                    _fail(f"`{typ}` has no owner", attr.span,
-                          "only non-human identities have owners")
+                    _fail(
+                        f"`{typ}` has no owner",
+                        attr.span,
+                        "only non-human identities have owners",
+                    )
                 return ir.Owner(obj, ir.EntityType(owners))
             specs = {t: self.entities[t].attrs.get(name) for t in sorted(typ.names)}
             found = {t: s for t, s in specs.items() if s is not None}
@@ -560,32 +703,52 @@ class Checker:
                 shown = " | ".join(sorted(typ.names)) if typ.names else "any entity"
                 if len(typ.names) > 3:
                     shown = "the entity"
-                _fail(f"unknown attribute `{name}` on {shown}", attr.span,
-                      did_you_mean(name, known), "unknown-attribute")
+                _fail(
+                    f"unknown attribute `{name}` on {shown}",
+                    attr.span,
+                    did_you_mean(name, known),
+                    "unknown-attribute",
+                )
             types = {s.type for s in found.values()}
             if len(types) > 1:
-                _fail(f"attribute `{name}` has different types on "
-                      + ", ".join(f"`{t}`" for t in found), attr.span)
+                _fail(
+                    f"attribute `{name}` has different types on "
+                    + ", ".join(f"`{t}`" for t in found),
+                    attr.span,
+                )
             return ir.GetAttr(obj, name, types.pop())
         if isinstance(typ, ir.RecordType):
             spec = typ.get(name)
             if spec is None:
                 where = "context" if isinstance(obj, ir.RequestRoot) else "record"
-                _fail(f"unknown attribute `{name}` on {where}", attr.span,
-                      did_you_mean(name, [n for n, _ in typ.fields])
-                      or (f"declare it: `context {{ {name}: … }}`"
-                          if where == "context" else None), "unknown-attribute")
+                _fail(
+                    f"unknown attribute `{name}` on {where}",
+                    attr.span,
+                    did_you_mean(name, [n for n, _ in typ.fields])
+                    or (
+                        f"declare it: `context {{ {name}: … }}`"
+                        if where == "context"
+                        else None
+                    ),
+                    "unknown-attribute",
+                )
             return ir.GetAttr(obj, name, spec.type)
         _fail(f"a value of type `{typ}` has no attribute `{name}`", attr.span)
 
     def visit_Call(self, node: ast.Call, env: _Env) -> ir.Expr:
         func = node.func
-        if not (isinstance(func, ast.GetAttr) and isinstance(func.obj, ast.Root)
-                and func.obj.name == "delegation"):
-            _fail("unknown function", func.span,
-                  "the functions are `delegation.grants(scope)`, "
-                  "`delegation.via(Type)` and `delegation.limit(\"name\")`",
-                  "unknown-function")
+        if not (
+            isinstance(func, ast.GetAttr)
+            and isinstance(func.obj, ast.Root)
+            and func.obj.name == "delegation"
+        ):
+            _fail(
+                "unknown function",
+                func.span,
+                "the functions are `delegation.grants(scope)`, "
+                '`delegation.via(Type)` and `delegation.limit("name")`',
+                "unknown-function",
+            )
         name = func.attr.name
         if len(node.args) != 1:
             _fail(f"`delegation.{name}` takes one argument", node.span)
@@ -599,18 +762,29 @@ class Checker:
         if name == "limit":
             if isinstance(arg, ast.Literal) and isinstance(arg.value, str):
                 return ir.DelegationFact("limit", ir.DECIMAL, arg.value)
-            _fail("expected the limit's name as a string", arg.span,
-                  'for example `delegation.limit("spend")`')
-        _fail(f"unknown delegation function `{name}`", func.attr.span,
-              did_you_mean(name, ["grants", "via", "limit"]), "unknown-function")
+            _fail(
+                "expected the limit's name as a string",
+                arg.span,
+                'for example `delegation.limit("spend")`',
+            )
+        _fail(
+            f"unknown delegation function `{name}`",
+            func.attr.span,
+            did_you_mean(name, ["grants", "via", "limit"]),
+            "unknown-function",
+        )
 
     def entity_names(self, name: str, span: Span) -> frozenset[str]:
         if name in ir.KINDS:
             return self.schema_kinds(name)
         if name in self.entities:
             return frozenset({name})
-        _fail(f"unknown entity type `{name}`", span,
-              did_you_mean(name, [*self.entities, *ir.KINDS]), "unknown-type")
+        _fail(
+            f"unknown entity type `{name}`",
+            span,
+            did_you_mean(name, [*self.entities, *ir.KINDS]),
+            "unknown-type",
+        )
 
     def visit_Not(self, node: ast.Not, env: _Env) -> ir.Expr:
         return fold(ir.Not(self.bool_expr(node.operand, env)))
@@ -633,22 +807,33 @@ class Checker:
         lt, rt = left.type, right.type
         if node.op in ("==", "!="):
             if not comparable(lt, rt):
-                _fail(f"cannot compare `{lt}` with `{rt}`", node.span,
-                      mismatch_hint(lt, rt))
+                _fail(
+                    f"cannot compare `{lt}` with `{rt}`",
+                    node.span,
+                    mismatch_hint(lt, rt),
+                )
             if lt == ir.ACTION and isinstance(right, ir.Const):
                 self.action_name(node.right, exact=True)
             if rt == ir.ACTION and isinstance(left, ir.Const):
                 self.action_name(node.left, exact=True)
         else:
             ordered = (ir.is_numeric(lt) and ir.is_numeric(rt)) or (
-                lt == rt and (lt == ir.DURATION or isinstance(lt, ir.LabelType)))
+                lt == rt and (lt == ir.DURATION or isinstance(lt, ir.LabelType))
+            )
             if not ordered:
                 if isinstance(lt, ir.LabelType) and isinstance(rt, ir.LabelType):
-                    _fail(f"cannot order labels of two different orders `{lt}` "
-                          f"and `{rt}`", node.span)
-                _fail(f"cannot order `{lt}` and `{rt}` with `{node.op}`", node.span,
-                      mismatch_hint(lt, rt) or "`<`, `<=`, `>`, `>=` order numbers, "
-                      "durations and labels of one order")
+                    _fail(
+                        f"cannot order labels of two different orders `{lt}` "
+                        f"and `{rt}`",
+                        node.span,
+                    )
+                _fail(
+                    f"cannot order `{lt}` and `{rt}` with `{node.op}`",
+                    node.span,
+                    mismatch_hint(lt, rt)
+                    or "`<`, `<=`, `>`, `>=` order numbers, "
+                    "durations and labels of one order",
+                )
         return fold(ir.Compare(node.op, left, right))
 
     def visit_Arith(self, node: ast.Arith, env: _Env) -> ir.Expr:
@@ -662,14 +847,20 @@ class Checker:
         elif lt == ir.DURATION and rt == ir.INT and node.op == "*":
             typ = ir.DURATION
         else:
-            _fail(f"cannot compute `{lt}` {node.op} `{rt}`", node.span,
-                  "arithmetic is on numbers (and durations: `+`, `-`, `* int`)")
+            _fail(
+                f"cannot compute `{lt}` {node.op} `{rt}`",
+                node.span,
+                "arithmetic is on numbers (and durations: `+`, `-`, `* int`)",
+            )
         return fold(ir.Arith(node.op, left, right, typ))
 
     def visit_In(self, node: ast.In, env: _Env) -> ir.Expr:
         if isinstance(node.element, ast.Root) and node.element.name == "action":
-            items = node.container.items if isinstance(
-                node.container, ast.SetLit) else (node.container,)
+            items = (
+                node.container.items
+                if isinstance(node.container, ast.SetLit)
+                else (node.container,)
+            )
             return ir.ActionIn(frozenset(self.action_name(i) for i in items))
         element = self.expr(node.element, env)
         container = self.expr(node.container, env)
@@ -678,11 +869,17 @@ class Checker:
             hint = None
             if ct == ir.STRING:
                 hint = "`in` looks for an element in a set; ripl has no substring test"
-            _fail(f"`in` needs a set on its right, found `{ct}`", node.container.span,
-                  hint)
+            _fail(
+                f"`in` needs a set on its right, found `{ct}`",
+                node.container.span,
+                hint,
+            )
         if ct.element is not None and not comparable(element.type, ct.element):
-            _fail(f"cannot look for `{element.type}` in `{ct}`", node.span,
-                  mismatch_hint(element.type, ct.element))
+            _fail(
+                f"cannot look for `{element.type}` in `{ct}`",
+                node.span,
+                mismatch_hint(element.type, ct.element),
+            )
         return fold(ir.In(element, container))
 
     def visit_SetLit(self, node: ast.SetLit, env: _Env) -> ir.Expr:
@@ -700,16 +897,18 @@ class Checker:
     def visit_Matches(self, node: ast.Matches, env: _Env) -> ir.Expr:
         subject = self.expr(node.subject, env)
         if subject.type != ir.STRING:
-            _fail(f"`matches` needs a string, found `{subject.type}`",
-                  node.subject.span)
+            _fail(
+                f"`matches` needs a string, found `{subject.type}`", node.subject.span
+            )
         return ir.Matches(subject, path_pattern(node.pattern))
 
     def visit_Is(self, node: ast.Is, env: _Env) -> ir.Expr:
         subject = self.expr(node.subject, env)
         if not isinstance(subject.type, ir.EntityType):
             _fail(f"`is` tests an entity, found `{subject.type}`", node.subject.span)
-        names = frozenset().union(*(self.entity_names(t.name, t.span)
-                                    for t in node.types))
+        names = frozenset().union(
+            *(self.entity_names(t.name, t.span) for t in node.types)
+        )
         return ir.Is(subject, names)
 
     def visit_Has(self, node: ast.Has, env: _Env) -> ir.Expr:
@@ -740,16 +939,23 @@ class Checker:
             for dotted in node.actions:
                 name = dotted.text
                 if name in self.actions or name in self.schema_groups():
-                    found |= {a for a in self.actions
-                              if a == name or a.startswith(name + ".")}
+                    found |= {
+                        a for a in self.actions if a == name or a.startswith(name + ".")
+                    }
                 else:
-                    self.error("unknown-action", f"unknown action `{name}`",
-                               dotted.span, did_you_mean(
-                                   name, [*self.actions, *self.schema_groups()]))
+                    self.error(
+                        "unknown-action",
+                        f"unknown action `{name}`",
+                        dotted.span,
+                        did_you_mean(name, [*self.actions, *self.schema_groups()]),
+                    )
             actions = frozenset(found)
         everything = frozenset(self.entities)
-        env = _Env(mod, principal if principal is not None else everything,
-                   resource if resource is not None else everything)
+        env = _Env(
+            mod,
+            principal if principal is not None else everything,
+            resource if resource is not None else everything,
+        )
         parts: list[ir.Expr] = []
         for cond in node.when:
             try:
@@ -776,75 +982,123 @@ class Checker:
                 self.diagnostics.append(bad.diagnostic)
         if len(self.diagnostics) > before:
             return None
-        annotations = tuple((a.name.name, tuple(lit.value for lit in a.args))
-                            for a in node.annotations)
-        return ir.Rule(node.id.name, node.effect, principal, actions, resource,
-                       condition, tuple(obligations), tuple(dict.fromkeys(
-                           requirements)), annotations, mod, node.span)
+        annotations = tuple(
+            (a.name.name, tuple(lit.value for lit in a.args)) for a in node.annotations
+        )
+        return ir.Rule(
+            node.id.name,
+            node.effect,
+            principal,
+            actions,
+            resource,
+            condition,
+            tuple(obligations),
+            tuple(dict.fromkeys(requirements)),
+            annotations,
+            mod,
+            node.span,
+        )
 
     def _visible_requirement(self, mod: str, ident: ast.Ident) -> bool:
         entry = self.requirements.get(ident.name)
         if entry is None:
-            self.error("unknown-requirement", f"unknown step-up requirement "
-                       f"`{ident.name}`", ident.span,
-                       did_you_mean(ident.name, self.requirements)
-                       or "declare it with `requirements { … }` or import "
-                       "`std.stepup`")
+            self.error(
+                "unknown-requirement",
+                f"unknown step-up requirement `{ident.name}`",
+                ident.span,
+                did_you_mean(ident.name, self.requirements)
+                or "declare it with `requirements { … }` or import `std.stepup`",
+            )
             return False
         if not self.sees(mod, entry[0], ident.name):
-            self.error("scope", f"requirement `{ident.name}` is not imported here",
-                       ident.span, f"add `import {entry[0]}`")
+            self.error(
+                "scope",
+                f"requirement `{ident.name}` is not imported here",
+                ident.span,
+                f"add `import {entry[0]}`",
+            )
             return False
         return True
 
-    def obligation(self, mod: str, use: ast.ObligationUse, env: _Env
-                   ) -> ir.ObligationArg:
+    def obligation(
+        self, mod: str, use: ast.ObligationUse, env: _Env
+    ) -> ir.ObligationArg:
         entry = self.obligations.get(use.name.name)
         if entry is None:
-            _fail(f"unknown obligation `{use.name.name}`", use.name.span,
-                  did_you_mean(use.name.name, self.obligations)
-                  or "import `std.obligations`", "unknown-obligation")
+            _fail(
+                f"unknown obligation `{use.name.name}`",
+                use.name.span,
+                did_you_mean(use.name.name, self.obligations)
+                or "import `std.obligations`",
+                "unknown-obligation",
+            )
         owner, definition = entry
         if not self.sees(mod, owner, use.name.name):
-            _fail(f"obligation `{use.name.name}` is not imported here",
-                  use.name.span, f"add `import {owner}`", "scope")
+            _fail(
+                f"obligation `{use.name.name}` is not imported here",
+                use.name.span,
+                f"add `import {owner}`",
+                "scope",
+            )
         args = tuple(self.expr(a, env) for a in use.args)
         typ = definition.type
         if isinstance(typ, ir.SetType):
             assert typ.element is not None
             for arg, syntax in zip(args, use.args, strict=True):
                 if not (comparable(arg.type, typ.element) or comparable(arg.type, typ)):
-                    _fail(f"`{use.name.name}` takes `{typ.element}` values, found "
-                          f"`{arg.type}`", syntax.span)
+                    _fail(
+                        f"`{use.name.name}` takes `{typ.element}` values, found "
+                        f"`{arg.type}`",
+                        syntax.span,
+                    )
         else:
             if len(args) != 1:
                 _fail(f"`{use.name.name}` takes one value", use.span)
             if not comparable(args[0].type, typ):
-                _fail(f"`{use.name.name}` takes a `{typ}`, found `{args[0].type}`",
-                      use.args[0].span)
+                _fail(
+                    f"`{use.name.name}` takes a `{typ}`, found `{args[0].type}`",
+                    use.args[0].span,
+                )
         return ir.ObligationArg(definition, args)
 
     # ---- tests and options --------------------------------------------------------
 
-    def test(self, mod: str, node: ast.Test, rule_ids: set[str]) -> ir.InlineTest | None:
+    def test(
+        self, mod: str, node: ast.Test, rule_ids: set[str]
+    ) -> ir.InlineTest | None:
         before = len(self.diagnostics)
         exp = node.expect
         if exp.effect.name not in ast.EFFECTS:
-            self.error("test", f"unknown effect `{exp.effect.name}`", exp.effect.span,
-                       did_you_mean(exp.effect.name, ast.EFFECTS))
+            self.error(
+                "test",
+                f"unknown effect `{exp.effect.name}`",
+                exp.effect.span,
+                did_you_mean(exp.effect.name, ast.EFFECTS),
+            )
         for ident in exp.rules or ():
             if ident.name not in rule_ids:
-                self.error("unknown-rule", f"unknown rule `{ident.name}`", ident.span,
-                           did_you_mean(ident.name, rule_ids))
+                self.error(
+                    "unknown-rule",
+                    f"unknown rule `{ident.name}`",
+                    ident.span,
+                    did_you_mean(ident.name, rule_ids),
+                )
         for ident in exp.requirements or ():
             if ident.name not in self.requirements:
-                self.error("unknown-requirement", f"unknown step-up requirement "
-                           f"`{ident.name}`", ident.span,
-                           did_you_mean(ident.name, self.requirements))
+                self.error(
+                    "unknown-requirement",
+                    f"unknown step-up requirement `{ident.name}`",
+                    ident.span,
+                    did_you_mean(ident.name, self.requirements),
+                )
         for ident in exp.reasons or ():
             if ident.name not in REASON_CODES:
-                self.error("test", f"unknown reason code `{ident.name}`", ident.span,
-                           did_you_mean(ident.name, REASON_CODES))
+                self.error(
+                    "test",
+                    f"unknown reason code `{ident.name}`",
+                    ident.span,
+                    did_you_mean(ident.name, REASON_CODES),
+                )
         obligations = None
         if exp.obligations is not None:
             everything = frozenset(self.entities)
@@ -861,18 +1115,21 @@ class Checker:
             base = Path(self.modules[mod].file).parent
             path = base / str(node.request_file.value)
             if not path.is_file():
-                self.error("test", f"request file `{node.request_file.value}` not "
-                           "found", node.request_file.span,
-                           f"paths are relative to the policy file: looked for "
-                           f"`{path}`")
+                self.error(
+                    "test",
+                    f"request file `{node.request_file.value}` not found",
+                    node.request_file.span,
+                    f"paths are relative to the policy file: looked for `{path}`",
+                )
             request_file = str(path)
         if len(self.diagnostics) > before:
             return None
         expect = ir.Expect(
             exp.effect.name,
             None if exp.rules is None else frozenset(i.name for i in exp.rules),
-            None if exp.requirements is None else frozenset(
-                i.name for i in exp.requirements),
+            None
+            if exp.requirements is None
+            else frozenset(i.name for i in exp.requirements),
             None if exp.reasons is None else frozenset(i.name for i in exp.reasons),
             None if obligations is None else tuple(obligations),
         )
@@ -884,8 +1141,12 @@ class Checker:
             assert isinstance(item, ast.OptionDecl)
             name = item.name.name
             if name not in OPTIONS:
-                self.error("option", f"unknown option `{name}`", item.name.span,
-                           did_you_mean(name, OPTIONS))
+                self.error(
+                    "option",
+                    f"unknown option `{name}`",
+                    item.name.span,
+                    did_you_mean(name, OPTIONS),
+                )
                 continue
             if name in found:
                 self.error("option", f"option `{name}` is set twice", item.name.span)
@@ -898,12 +1159,18 @@ class Checker:
                 self.diagnostics.append(bad.diagnostic)
                 continue
             if not isinstance(value, ir.Const) or value.type != typ:
-                self.error("option", f"option `{name}` takes a constant `{typ}`",
-                           item.value.span)
+                self.error(
+                    "option",
+                    f"option `{name}` takes a constant `{typ}`",
+                    item.value.span,
+                )
                 continue
             if not low <= value.value <= high:  # type: ignore[operator]
-                self.error("option", f"option `{name}` must lie between {low} and "
-                           f"{high}", item.value.span)
+                self.error(
+                    "option",
+                    f"option `{name}` must lie between {low} and {high}",
+                    item.value.span,
+                )
                 continue
             found[name] = value.value
         return found
@@ -913,7 +1180,7 @@ class Checker:
     def run(self) -> ir.PolicySet:
         self.collect_schema()
         for name in list(self.risk_syntax):
-            owner, item = self.risk_syntax[name]
+            owner, _ = self.risk_syntax[name]
             try:
                 self.visible_risk(owner, name)
             except _Bad as bad:
@@ -923,15 +1190,19 @@ class Checker:
         for mod, item in self.items(ast.Rule):
             assert isinstance(item, ast.Rule)
             if item.id.name in seen:
-                self.error("duplicate", f"rule id `{item.id.name}` is used twice",
-                           item.id.span, "rule ids are unique across the policy set",
-                           notes=(("first used here", seen[item.id.name]),))
+                self.error(
+                    "duplicate",
+                    f"rule id `{item.id.name}` is used twice",
+                    item.id.span,
+                    "rule ids are unique across the policy set",
+                    notes=(("first used here", seen[item.id.name]),),
+                )
                 continue
             seen[item.id.name] = item.id.span
             checked = self.rule(mod, item)
             if checked is not None:
                 rules.append(checked)
-        tests = []
+        tests: list[ir.InlineTest] = []
         for mod, item in self.items(ast.Test):
             assert isinstance(item, ast.Test)
             test = self.test(mod, item, set(seen))
@@ -942,11 +1213,21 @@ class Checker:
         if self.diagnostics:
             raise CheckError(sorted(self.diagnostics, key=_diag_order), sources)
         rules.sort(key=lambda r: r.id)
-        result = ir.PolicySet(self.schema(), tuple(rules), dict(self.risks),
-                              tuple(tests), options, sources,
-                              policy_hash(list(self.modules.values())))
-        log.debug("checked %d modules: %d rules, %d entity types",
-                  len(self.modules), len(rules), len(self.entities))
+        result = ir.PolicySet(
+            self.schema(),
+            tuple(rules),
+            dict(self.risks),
+            tuple(tests),
+            options,
+            sources,
+            policy_hash(list(self.modules.values())),
+        )
+        log.debug(
+            "checked %d modules: %d rules, %d entity types",
+            len(self.modules),
+            len(rules),
+            len(self.entities),
+        )
         return result
 
 
@@ -983,8 +1264,9 @@ def mismatch_hint(a: ir.Type, b: ir.Type) -> str | None:
     if ir.BOOL in (a, b) and (ir.is_numeric(a) or ir.is_numeric(b)):
         return "a bool never compares with a number"
     if ir.STRING in (a, b) and (ir.is_numeric(a) or ir.is_numeric(b)):
-        return "strings and numbers never compare; declare the attribute's type " \
-            "to match"
+        return (
+            "strings and numbers never compare; declare the attribute's type to match"
+        )
     return None
 
 
@@ -994,25 +1276,47 @@ def path_pattern(lit: ast.Literal) -> ir.PathPattern:
     offset = 1
     for i, seg in enumerate(segments):
         col = lit.span.column + offset
-        span = Span(lit.span.file, lit.span.start + offset, lit.span.start + offset
-                    + len(seg), lit.span.line, col, lit.span.line, col + len(seg))
+        span = Span(
+            lit.span.file,
+            lit.span.start + offset,
+            lit.span.start + offset + len(seg),
+            lit.span.line,
+            col,
+            lit.span.line,
+            col + len(seg),
+        )
         if "{" in seg or "}" in seg:
             if seg == "{}":
-                _fail("empty placeholder name", span,
-                      "name the segment, like `{id}`", "pattern")
+                _fail(
+                    "empty placeholder name",
+                    span,
+                    "name the segment, like `{id}`",
+                    "pattern",
+                )
             if not ir.PLACEHOLDER_RE.match(seg):
                 where = seg.find("{")
                 if where >= 0 and "}" not in seg[where:]:
-                    _fail("unclosed placeholder", span,
-                          "close it with `}`; a placeholder is a whole segment, "
-                          "like `{id}`", "pattern")
-                _fail("a placeholder must be a whole segment, like `{id}`", span,
-                      code="pattern")
+                    _fail(
+                        "unclosed placeholder",
+                        span,
+                        "close it with `}`; a placeholder is a whole segment, "
+                        "like `{id}`",
+                        "pattern",
+                    )
+                _fail(
+                    "a placeholder must be a whole segment, like `{id}`",
+                    span,
+                    code="pattern",
+                )
         if "**" in seg and (seg != "**" or i != len(segments) - 1):
             _fail("`**` is only allowed as the last segment", span, code="pattern")
         if "*" in seg and seg not in ("*", "**"):
-            _fail("`*` must be a whole segment", span,
-                  "`*` matches exactly one segment", "pattern")
+            _fail(
+                "`*` must be a whole segment",
+                span,
+                "`*` matches exactly one segment",
+                "pattern",
+            )
         offset += len(seg) + 1
     return ir.PathPattern(text, segments)
 
@@ -1027,7 +1331,7 @@ def fold(expr: ir.Expr) -> ir.Expr:
         absorbing = isinstance(expr, ir.Or)
         kept: list[ir.Expr] = []
         for op in expr.operands:
-            inner = op.operands if type(op) is type(expr) else (op,)  # type: ignore[union-attr]
+            inner = op.operands if isinstance(op, type(expr)) else (op,)
             for x in inner:
                 if isinstance(x, ir.Const):
                     if x.value is absorbing:
@@ -1042,24 +1346,37 @@ def fold(expr: ir.Expr) -> ir.Expr:
     if isinstance(expr, ir.Not) and isinstance(expr.operand, ir.Const):
         return ir.Const(not expr.operand.value, ir.BOOL)
     try:
-        if isinstance(expr, ir.Compare) and isinstance(expr.left, ir.Const) and (
-                isinstance(expr.right, ir.Const)):
-            return ir.Const(ops.compare(expr.op, expr.left.value, expr.right.value),
-                            ir.BOOL)
-        if isinstance(expr, ir.Arith) and isinstance(expr.left, ir.Const) and (
-                isinstance(expr.right, ir.Const)):
-            return ir.Const(ops.arith(expr.op, expr.left.value, expr.right.value),
-                            expr.type)
+        if (
+            isinstance(expr, ir.Compare)
+            and isinstance(expr.left, ir.Const)
+            and (isinstance(expr.right, ir.Const))
+        ):
+            return ir.Const(
+                ops.compare(expr.op, expr.left.value, expr.right.value), ir.BOOL
+            )
+        if (
+            isinstance(expr, ir.Arith)
+            and isinstance(expr.left, ir.Const)
+            and (isinstance(expr.right, ir.Const))
+        ):
+            return ir.Const(
+                ops.arith(expr.op, expr.left.value, expr.right.value), expr.type
+            )
         if isinstance(expr, ir.Neg) and isinstance(expr.operand, ir.Const):
             return ir.Const(ops.negate(expr.operand.value), expr.type)
-        if isinstance(expr, ir.SetLit) and all(isinstance(i, ir.Const)
-                                               for i in expr.items):
+        if isinstance(expr, ir.SetLit) and all(
+            isinstance(i, ir.Const) for i in expr.items
+        ):
             values = frozenset(i.value for i in expr.items)  # type: ignore[union-attr]
             return ir.Const(values, expr.type)
-        if isinstance(expr, ir.In) and isinstance(expr.element, ir.Const) and (
-                isinstance(expr.container, ir.Const)):
-            return ir.Const(ops.contains(expr.container.value, expr.element.value),
-                            ir.BOOL)
+        if (
+            isinstance(expr, ir.In)
+            and isinstance(expr.element, ir.Const)
+            and (isinstance(expr.container, ir.Const))
+        ):
+            return ir.Const(
+                ops.contains(expr.container.value, expr.element.value), ir.BOOL
+            )
     except ops.OpError:
         return expr
     return expr

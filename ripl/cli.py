@@ -44,8 +44,9 @@ class _Group(click.Group):
         except Exception as exc:  # last resort: never show a traceback
             log.debug("unexpected error", exc_info=True)
             click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
-            click.echo("   = hint: run with --verbose for details, and report it",
-                       err=True)
+            click.echo(
+                "   = hint: run with --verbose for details, and report it", err=True
+            )
             sys.exit(EXIT_INPUT)
 
 
@@ -66,13 +67,19 @@ def fail(message: str, hint: str | None = None) -> NoReturn:
 
 
 def format_option(*choices: str) -> Callable[[F], F]:
-    return click.option("--format", "fmt", type=click.Choice(choices),
-                        default=choices[0], show_default=True,
-                        help="Output format.")
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(choices),
+        default=choices[0],
+        show_default=True,
+        help="Output format.",
+    )
 
 
 paths_argument = click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+    "paths", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
 
 
 def load_or_exit(paths: Sequence[Path], fmt: str = "text") -> ir.PolicySet:
@@ -84,11 +91,16 @@ def load_or_exit(paths: Sequence[Path], fmt: str = "text") -> ir.PolicySet:
         sys.exit(EXIT_INPUT)
 
 
-def report_diagnostics(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str],
-                       fmt: str) -> None:
+def report_diagnostics(
+    diagnostics: Sequence[Diagnostic], sources: Mapping[str, str], fmt: str
+) -> None:
     if fmt == "json":
-        click.echo(json.dumps({"ok": False, "diagnostics": [
-            d.to_json() for d in diagnostics]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"ok": False, "diagnostics": [d.to_json() for d in diagnostics]},
+                indent=2,
+            )
+        )
         return
     for d in diagnostics:
         click.echo(d.render(sources), err=True)
@@ -106,14 +118,24 @@ def report_diagnostics(diagnostics: Sequence[Diagnostic], sources: Mapping[str, 
 def check(paths: tuple[Path, ...], fmt: str) -> None:
     """Parse and type-check a policy set."""
     policy = load_or_exit(paths, fmt)
-    summary = (f"{len(policy.rules)} rules, {len(policy.tests)} tests in "
-               f"{len(policy.sources)} files")
+    summary = (
+        f"{len(policy.rules)} rules, {len(policy.tests)} tests in "
+        f"{len(policy.sources)} files"
+    )
     if fmt == "json":
-        click.echo(json.dumps({"ok": True, "rules": len(policy.rules),
-                               "tests": len(policy.tests),
-                               "files": sorted(policy.sources),
-                               "policy_hash": policy.policy_hash,
-                               "diagnostics": []}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "ok": True,
+                    "rules": len(policy.rules),
+                    "tests": len(policy.tests),
+                    "files": sorted(policy.sources),
+                    "policy_hash": policy.policy_hash,
+                    "diagnostics": [],
+                },
+                indent=2,
+            )
+        )
     else:
         click.echo(f"ok: {summary}; no problems found")
 
@@ -138,19 +160,32 @@ def read_request(source: str) -> tuple[Any, str, str]:
     try:
         data = load_json(text)
     except json.JSONDecodeError as exc:
-        request_error(name, text, exc.pos, f"invalid JSON: {exc.msg.lower()}",
-                      "check for a missing `}`, `]`, `,` or quote")
+        request_error(
+            name,
+            text,
+            exc.pos,
+            f"invalid JSON: {exc.msg.lower()}",
+            "check for a missing `}`, `]`, `,` or quote",
+        )
     if not isinstance(data, dict):
-        request_error(name, text, 0, "a request must be a JSON object",
-                      "write `{\"principal\": …, \"action\": …, \"resource\": …}`")
+        request_error(
+            name,
+            text,
+            0,
+            "a request must be a JSON object",
+            'write `{"principal": …, "action": …, "resource": …}`',
+        )
     return data, text, name
 
 
-def request_error(name: str, text: str, offset: int, message: str,
-                  hint: str | None) -> NoReturn:
+def request_error(
+    name: str, text: str, offset: int, message: str, hint: str | None
+) -> NoReturn:
     span = span_at(name, text, offset, 1)
-    lines = [f"{span.location()}: error[request]: {message}",
-             *render_snippet(span, text)]
+    lines = [
+        f"{span.location()}: error[request]: {message}",
+        *render_snippet(span, text),
+    ]
     if hint:
         lines.append(f"   = hint: {hint}")
     click.echo("\n".join(lines), err=True)
@@ -185,7 +220,7 @@ class _Locator:
         end = self.pos + 1
         while self.text[end] != '"':
             end += 2 if self.text[end] == "\\" else 1
-        raw = self.text[self.pos: end + 1]
+        raw = self.text[self.pos : end + 1]
         self.pos = end + 1
         return str(json.loads(raw))
 
@@ -257,8 +292,13 @@ def explain(decision: Decision) -> str:
 
 @main.command("eval")
 @click.argument("path", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--request", "-r", "request_file", required=True,
-              help="Request JSON file, or - for stdin.")
+@click.option(
+    "--request",
+    "-r",
+    "request_file",
+    required=True,
+    help="Request JSON file, or - for stdin.",
+)
 @format_option("text", "json")
 def eval_command(path: tuple[Path, ...], request_file: str, fmt: str) -> None:
     """Decide one request and explain the decision."""

@@ -70,8 +70,9 @@ def _sorted_refs(rules: Sequence[ir.Rule]) -> tuple[RuleRef, ...]:
     return tuple(RuleRef.of(unique[k]) for k in sorted(unique))
 
 
-def merge_all(definitions: Mapping[str, ir.ObligationDef],
-              parts: Sequence[Mapping[str, ir.Value]]) -> dict[str, ir.Value]:
+def merge_all(
+    definitions: Mapping[str, ir.ObligationDef], parts: Sequence[Mapping[str, ir.Value]]
+) -> dict[str, ir.Value]:
     out: dict[str, ir.Value] = {}
     for part in parts:
         for name, value in part.items():
@@ -90,21 +91,33 @@ def _key(value: ir.Value) -> Any:
 
 
 def combine(outcome: Outcome, definitions: Mapping[str, ir.ObligationDef]) -> Verdict:
-    errors = tuple(sorted(f"rule `{rule.id}`: {message}"
-                          for rule, message in outcome.errors))
+    errors = tuple(
+        sorted(f"rule `{rule.id}`: {message}" for rule, message in outcome.errors)
+    )
     blocking = [rule for rule, _ in outcome.errors if rule.effect != "allow"]
     if blocking:
         denies = [m.rule for m in outcome.matches if m.rule.effect == "deny"]
-        reasons = tuple(sorted(
-            f"error_in_rule: rule `{rule.id}` ({rule.effect}) could not be evaluated:"
-            f" {message}" for rule, message in outcome.errors
-            if rule.effect != "allow"))
-        return Verdict("deny", _sorted_refs([*blocking, *denies]), reasons,
-                       errors=errors)
+        reasons = tuple(
+            sorted(
+                f"error_in_rule: rule `{rule.id}` ({rule.effect}) could not be "
+                f"evaluated: {message}"
+                for rule, message in outcome.errors
+                if rule.effect != "allow"
+            )
+        )
+        return Verdict(
+            "deny", _sorted_refs([*blocking, *denies]), reasons, errors=errors
+        )
     if not outcome.matches:
-        return Verdict("deny", (), ("no_rule: no rule matched; the default is deny",),
-                       errors=errors)
-    effect = max((m.rule.effect for m in outcome.matches), key=ir.EFFECT_ORDER.get)
+        return Verdict(
+            "deny",
+            (),
+            ("no_rule: no rule matched; the default is deny",),
+            errors=errors,
+        )
+    effect = max(
+        (m.rule.effect for m in outcome.matches), key=ir.EFFECT_ORDER.__getitem__
+    )
     winners = [m for m in outcome.matches if m.rule.effect == effect]
     refs = _sorted_refs([m.rule for m in winners])
     reasons = tuple(f"matched: rule `{r.id}` ({effect})" for r in refs)
@@ -117,16 +130,23 @@ def combine(outcome: Outcome, definitions: Mapping[str, ir.ObligationDef]) -> Ve
     return Verdict(effect, refs, reasons, obligations, requirements, errors)
 
 
-def cap_by_root(own: Verdict, root: Verdict, root_name: str,
-                definitions: Mapping[str, ir.ObligationDef]) -> Verdict:
+def cap_by_root(
+    own: Verdict,
+    root: Verdict,
+    root_name: str,
+    definitions: Mapping[str, ir.ObligationDef],
+) -> Verdict:
     """The stricter of a principal's verdict and its root's (no escalation)."""
     own_rank, root_rank = ir.EFFECT_ORDER[own.effect], ir.EFFECT_ORDER[root.effect]
     errors = tuple(sorted({*own.errors, *(f"as root: {e}" for e in root.errors)}))
     if own_rank > root_rank:
         return attrs.evolve(own, errors=errors)
     if root_rank > own_rank:
-        why = "is not allowed this" if root.effect == "deny" else (
-            f"gets only `{root.effect}` for this")
+        why = (
+            "is not allowed this"
+            if root.effect == "deny"
+            else (f"gets only `{root.effect}` for this")
+        )
         detail = "; ".join(root.reasons)
         return Verdict(
             root.effect,
@@ -145,8 +165,10 @@ def cap_by_root(own: Verdict, root: Verdict, root_name: str,
         )
     if own.effect == "step_up":
         return attrs.evolve(
-            own, requirements=tuple(sorted({*own.requirements, *root.requirements})),
-            errors=errors)
+            own,
+            requirements=tuple(sorted({*own.requirements, *root.requirements})),
+            errors=errors,
+        )
     return attrs.evolve(own, errors=errors)
 
 
@@ -180,11 +202,17 @@ class Decision:
         return tuple(r.split(":", 1)[0] for r in self.reasons)
 
     @classmethod
-    def from_verdict(cls, verdict: Verdict, policy_hash: str, at: datetime
-                     ) -> Decision:
-        return cls(verdict.effect, verdict.rules, verdict.reasons,
-                   verdict.obligations, verdict.requirements, verdict.errors,
-                   policy_hash, at)
+    def from_verdict(cls, verdict: Verdict, policy_hash: str, at: datetime) -> Decision:
+        return cls(
+            verdict.effect,
+            verdict.rules,
+            verdict.reasons,
+            verdict.obligations,
+            verdict.requirements,
+            verdict.errors,
+            policy_hash,
+            at,
+        )
 
     def same_answer(self, other: Decision) -> bool:
         """Equal in everything but the time it was made."""

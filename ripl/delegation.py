@@ -65,75 +65,106 @@ def check_chain(
         if failures:
             return failures, NO_CHAIN
         if kind == "agent":
-            return [f"agent_without_delegation: agent `{principal.ref}` acts only "
-                    "under a delegation chain, and the request has none"], NO_CHAIN
+            return [
+                f"agent_without_delegation: agent `{principal.ref}` acts only "
+                "under a delegation chain, and the request has none"
+            ], NO_CHAIN
         return [], NO_CHAIN
 
     first = chain[0]
     root_def = schema.entities.get(first.source.type)
     if root_def is None or root_def.kind != "human":
-        failures.append(f"root_not_human: the chain starts at `{first.source}`, "
-                        "which is not a human")
+        failures.append(
+            f"root_not_human: the chain starts at `{first.source}`, "
+            "which is not a human"
+        )
     seen = {first.source}
     for prev, link in zip((None, *chain), chain, strict=False):
         where = f"link {link.index} (`{link.source}` → `{link.target}`)"
         if prev is not None and prev.target != link.source:
-            failures.append(f"broken_chain: {where} does not start where link "
-                            f"{prev.index} ended (`{prev.target}`)")
+            failures.append(
+                f"broken_chain: {where} does not start where link "
+                f"{prev.index} ended (`{prev.target}`)"
+            )
         if link.target in seen:
             failures.append(f"broken_chain: {where} visits `{link.target}` twice")
         seen.add(link.target)
         if request.now >= link.expires + leeway:
-            failures.append(f"expired_link: {where} expired at "
-                            f"{link.expires.isoformat()}")
+            failures.append(
+                f"expired_link: {where} expired at {link.expires.isoformat()}"
+            )
         if link.not_before is not None and request.now < link.not_before - leeway:
-            failures.append(f"expired_link: {where} is not valid before "
-                            f"{link.not_before.isoformat()}")
+            failures.append(
+                f"expired_link: {where} is not valid before "
+                f"{link.not_before.isoformat()}"
+            )
         if is_revoked(link):
             failures.append(f"revoked_link: {where} (`{link.id}`) was revoked")
         if prev is not None and not _narrows(link.scopes, prev.scopes):
-            failures.append(f"chain_widens: {where} grants scopes its grantor was "
-                            "not given")
+            failures.append(
+                f"chain_widens: {where} grants scopes its grantor was not given"
+            )
         if prev is not None:
             failures.extend(_limit_widening(prev, link, chain, where))
-            if link.purpose is not None and first.purpose is not None and (
-                    link.purpose != first.purpose):
-                failures.append(f"chain_widens: {where} changes the purpose to "
-                                f"`{link.purpose}`")
+            if (
+                link.purpose is not None
+                and first.purpose is not None
+                and (link.purpose != first.purpose)
+            ):
+                failures.append(
+                    f"chain_widens: {where} changes the purpose to `{link.purpose}`"
+                )
     last = chain[-1]
     if last.target != principal.ref:
-        failures.append(f"broken_chain: the chain ends at `{last.target}`, not at "
-                        f"the principal `{principal.ref}`")
-    outside = [link.index for link in chain
-               if not any(_covers(s, request.action) for s in link.scopes)]
+        failures.append(
+            f"broken_chain: the chain ends at `{last.target}`, not at "
+            f"the principal `{principal.ref}`"
+        )
+    outside = [
+        link.index
+        for link in chain
+        if not any(_covers(s, request.action) for s in link.scopes)
+    ]
     if outside:
         links = ", ".join(str(i) for i in outside)
-        failures.append(f"scope_not_delegated: `{request.action}` is outside the "
-                        f"scopes of link {links}")
+        failures.append(
+            f"scope_not_delegated: `{request.action}` is outside the "
+            f"scopes of link {links}"
+        )
     limits: dict[str, int | Decimal] = {}
     for link in chain:
         for name, value in link.limits.items():
             limits[name] = min(limits[name], value) if name in limits else value
     purpose = next((link.purpose for link in chain if link.purpose), None)
     members = frozenset(e.type for link in chain for e in (link.source, link.target))
-    facts = Facts(len(chain), first.source, purpose, limits,
-                  tuple(link.scopes for link in chain), members)
+    facts = Facts(
+        len(chain),
+        first.source,
+        purpose,
+        limits,
+        tuple(link.scopes for link in chain),
+        members,
+    )
     return failures, facts
 
 
-def _limit_widening(prev: Link, link: Link, chain: tuple[Link, ...], where: str
-                    ) -> list[str]:
+def _limit_widening(
+    prev: Link, link: Link, chain: tuple[Link, ...], where: str
+) -> list[str]:
     earlier: dict[str, int | Decimal] = {}
     for item in chain[: link.index]:
         for name, value in item.limits.items():
             earlier[name] = min(earlier.get(name, value), value)
-    return [f"chain_widens: {where} raises limit `{name}` to {value}"
-            for name, value in sorted(link.limits.items())
-            if name in earlier and value > earlier[name]]
+    return [
+        f"chain_widens: {where} raises limit `{name}` to {value}"
+        for name, value in sorted(link.limits.items())
+        if name in earlier and value > earlier[name]
+    ]
 
 
-def find_root(request: Parsed, schema: ir.Schema, facts: Facts
-              ) -> tuple[Entity | None, str | None]:
+def find_root(
+    request: Parsed, schema: ir.Schema, facts: Facts
+) -> tuple[Entity | None, str | None]:
     """The root human whose decision caps this one, or (None, why not).
     (None, None) when there is no root to compare with: a human on their own."""
     if facts.root is not None:
@@ -145,19 +176,25 @@ def find_root(request: Parsed, schema: ir.Schema, facts: Facts
     owner = principal.owner
     while True:
         if owner is None:
-            return None, (f"root_not_found: `{principal.ref}` has no owner in the "
-                          "request, so its root human cannot be found")
+            return None, (
+                f"root_not_found: `{principal.ref}` has no owner in the "
+                "request, so its root human cannot be found"
+            )
         definition = schema.entities.get(owner.type)
         if definition is None or owner in seen:
-            return None, f"root_not_found: the owners of `{principal.ref}` lead " \
-                "nowhere or around in a circle"
+            return (
+                None,
+                f"root_not_found: the owners of `{principal.ref}` lead "
+                "nowhere or around in a circle",
+            )
         if definition.kind == "human":
             return _root_entity(request, owner), None
         seen.add(owner)
         entity = request.entity(owner)
         if entity is None:
-            return None, (f"root_not_found: owner `{owner}` is not among the "
-                          "request's entities")
+            return None, (
+                f"root_not_found: owner `{owner}` is not among the request's entities"
+            )
         owner = entity.owner
 
 

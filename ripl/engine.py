@@ -34,8 +34,9 @@ class RuleEvaluator(Protocol):
     def outcome(self, request: Parsed, facts: Facts) -> Outcome: ...
 
 
-def load_policy(*sources: PolicySource, text: str | None = None,
-                name: str = "<text>") -> ir.PolicySet:
+def load_policy(
+    *sources: PolicySource, text: str | None = None, name: str = "<text>"
+) -> ir.PolicySet:
     """Parse and check a policy set from paths (files or folders) and/or text.
 
     A `str` holding a newline is taken as policy text, any other `str` or a
@@ -55,8 +56,12 @@ def load_policy(*sources: PolicySource, text: str | None = None,
     return check_modules(load_modules(paths, texts))
 
 
-def load(*sources: PolicySource, text: str | None = None, mode: Mode = "compiled",
-         **options: Any) -> Engine:
+def load(
+    *sources: PolicySource,
+    text: str | None = None,
+    mode: Mode = "compiled",
+    **options: Any,
+) -> Engine:
     """Load a policy set and build an `Engine` for it."""
     return Engine(load_policy(*sources, text=text), mode=mode, **options)
 
@@ -128,20 +133,23 @@ class Engine:
         try:
             parsed = parse_request(request, policy.schema, now)
         except BadRequest as exc:
-            return Decision.from_verdict(deny(f"bad_request: {exc.message}"),
-                                         policy.policy_hash, now)
+            return Decision.from_verdict(
+                deny(f"bad_request: {exc.message}"), policy.policy_hash, now
+            )
         except Exception:  # a bug in ripl must still fail closed
             log.exception("request could not be parsed")
             return Decision.from_verdict(
                 deny("bad_request: the request could not be read"),
-                policy.policy_hash, now)
+                policy.policy_hash,
+                now,
+            )
         try:
-            verdict = decide_parsed(parsed, policy, evaluator, leeway,
-                                    self.is_revoked)
+            verdict = decide_parsed(parsed, policy, evaluator, leeway, self.is_revoked)
         except Exception:
             log.exception("internal error while deciding")
-            verdict = deny("error_in_rule: internal error while evaluating; "
-                           "failing closed")
+            verdict = deny(
+                "error_in_rule: internal error while evaluating; failing closed"
+            )
         return Decision.from_verdict(verdict, policy.policy_hash, parsed.now)
 
     def decide_batch(self, requests: Iterable[Any]) -> list[Decision]:
@@ -163,8 +171,7 @@ def decide_parsed(
     the cap by the root human's own decision."""
     schema = policy.schema
     definitions = schema.obligations
-    failures, facts = check_chain(request, schema, leeway=leeway,
-                                  is_revoked=is_revoked)
+    failures, facts = check_chain(request, schema, leeway=leeway, is_revoked=is_revoked)
     if failures:
         return deny(*failures)
     own = combine(evaluator.outcome(request, facts), definitions)
@@ -189,8 +196,7 @@ def decide_parsed(
 
 def _compiled_evaluator(policy: ir.PolicySet) -> RuleEvaluator:
     try:
-        from ripl.compile import compile_policy
+        from ripl.compile import compile_policy  # type: ignore[import-not-found]
     except ImportError:
         return Interpreter(policy)
     return compile_policy(policy)  # type: ignore[no-any-return]
-

@@ -8,10 +8,11 @@ The compiled evaluator must agree with it on every input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TypeAlias
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 from ripl import ir, ops
+from ripl.ast import Duration
 from ripl.decision import Match, Outcome
 from ripl.delegation import Facts
 from ripl.request import Entity, Err, Parsed
@@ -28,7 +29,7 @@ class Scope:
 
 
 def evaluate(expr: ir.Expr, scope: Scope) -> Result:
-    method = _DISPATCH[type(expr)]
+    method: Callable[[ir.Expr, Scope], Result] = _DISPATCH[type(expr)]
     return method(expr, scope)
 
 
@@ -263,11 +264,17 @@ def _fact(expr: ir.DelegationFact, scope: Scope) -> Result:
     if expr.fact == "depth":
         return facts.depth
     if expr.fact == "root":
-        return facts.root if facts.root is not None else Err(
-            "the request has no delegation chain, so it has no root")
+        return (
+            facts.root
+            if facts.root is not None
+            else Err("the request has no delegation chain, so it has no root")
+        )
     if expr.fact == "purpose":
-        return facts.purpose if facts.purpose is not None else Err(
-            "the delegation chain states no purpose")
+        return (
+            facts.purpose
+            if facts.purpose is not None
+            else Err("the delegation chain states no purpose")
+        )
     assert expr.arg is not None
     if expr.arg not in facts.limits:
         return Err(f"the delegation chain sets no limit `{expr.arg}`")
@@ -278,7 +285,7 @@ def _risk(expr: ir.RiskRef, scope: Scope) -> Result:
     return evaluate(expr.expr, scope)
 
 
-_DISPATCH = {
+_DISPATCH: dict[type, Callable[[Any, Scope], Result]] = {
     ir.Const: _const,
     ir.RequestRoot: _root,
     ir.ActionValue: _action,
@@ -308,7 +315,8 @@ def target_holds(rule: ir.Rule, request: Parsed) -> bool:
     if rule.actions is not None and request.action not in rule.actions:
         return False
     if rule.principal_types is not None and (
-            request.principal.type not in rule.principal_types):
+        request.principal.type not in rule.principal_types
+    ):
         return False
     return rule.resource_types is None or request.resource.type in rule.resource_types
 
@@ -325,13 +333,17 @@ def obligation_values(rule: ir.Rule, scope: Scope) -> dict[str, ir.Value] | Err:
             values.append(value)
         merged = merge_obligation(use.obligation, values)
         name = use.obligation.name
-        out[name] = merged if name not in out else merge_obligation(
-            use.obligation, [out[name], merged])
+        out[name] = (
+            merged
+            if name not in out
+            else merge_obligation(use.obligation, [out[name], merged])
+        )
     return out
 
 
-def merge_obligation(definition: ir.ObligationDef, values: Sequence[ir.Value]
-                     ) -> ir.Value:
+def merge_obligation(
+    definition: ir.ObligationDef, values: Sequence[ir.Value]
+) -> ir.Value:
     if definition.merge == "union":
         items: set[ir.Value] = set()
         for value in values:
@@ -340,8 +352,8 @@ def merge_obligation(definition: ir.ObligationDef, values: Sequence[ir.Value]
     return min(values, key=_min_key)
 
 
-def _min_key(value: ir.Value) -> object:
-    return value.seconds if hasattr(value, "seconds") else value
+def _min_key(value: ir.Value) -> Any:
+    return value.seconds if isinstance(value, Duration) else value
 
 
 def evaluate_rule(rule: ir.Rule, scope: Scope) -> Match | Err | None:

@@ -11,12 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
 from ripl.ast import Duration
 from ripl.source import Span
+
+
+def _hidden() -> Span:
+    """A span kept out of equality, so equal meaning compares equal."""
+    return attrs.field(eq=False, repr=False)  # type: ignore[no-any-return]
+
 
 KINDS = ("human", "agent", "service", "tool", "connector")
 NON_HUMAN = frozenset(KINDS[1:])
@@ -48,7 +54,7 @@ class EntityRef:
 
 Value: TypeAlias = (
     "bool | int | Decimal | str | Duration | Label | EntityRef"
-    " | frozenset[Value] | Mapping[str, Value]"
+    " | frozenset[Value] | Mapping[str, Any]"
 )
 
 # ---- types ------------------------------------------------------------------
@@ -135,14 +141,14 @@ class EntityDef:
     kind: str | None  # None for a plain resource type
     owners: frozenset[str]
     attrs: RecordType
-    span: Span = attrs.field(eq=False, repr=False)
+    span: Span = _hidden()
 
 
 @attrs.frozen
 class LabelOrder:
     name: str
     labels: tuple[str, ...]
-    span: Span = attrs.field(eq=False, repr=False)
+    span: Span = _hidden()
 
     def label(self, name: str) -> Label | None:
         if name in self.labels:
@@ -155,7 +161,7 @@ class ObligationDef:
     name: str
     type: Type
     merge: str  # "union" or "min"
-    span: Span = attrs.field(eq=False, repr=False)
+    span: Span = _hidden()
 
 
 # ---- expressions --------------------------------------------------------------
@@ -396,7 +402,7 @@ class Rule:
     requirements: tuple[str, ...]
     annotations: tuple[tuple[str, tuple[object, ...]], ...]
     module: str
-    span: Span = attrs.field(eq=False)
+    span: Span = _hidden()
 
 
 @attrs.frozen
@@ -414,7 +420,7 @@ class InlineTest:
     request: object  # the request mapping, or None when read from a file
     request_file: str | None
     expect: Expect
-    span: Span = attrs.field(eq=False)
+    span: Span = _hidden()
 
 
 @attrs.frozen

@@ -72,8 +72,11 @@ def _collect(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
         if path.is_dir():
             files = sorted(p for p in path.rglob("*.ripl"))
             if not files:
-                raise _io_error(display_path(path), "no policy files found",
-                                "a policy folder must hold at least one `.ripl` file")
+                raise _io_error(
+                    display_path(path),
+                    "no policy files found",
+                    "a policy folder must hold at least one `.ripl` file",
+                )
             found.extend((f, path) for f in files)
         elif path.exists() or path.is_symlink():
             found.append((path, path.parent))
@@ -90,8 +93,9 @@ def _module_name(file: Path, root: Path, syntax: ast.Module) -> str:
     return ".".join(rel.with_suffix("").parts)
 
 
-def _parse_file(path: Path, root: Path | None, file: str, explicit: bool
-                ) -> LoadedModule:
+def _parse_file(
+    path: Path, root: Path | None, file: str, explicit: bool
+) -> LoadedModule:
     text = read_policy_file(path, file)
     syntax = parse_source(text, file)
     name = _module_name(path, root or path.parent, syntax)
@@ -112,10 +116,18 @@ def load_modules(
     def add(module: LoadedModule) -> None:
         if module.name in modules:
             other = modules[module.name]
-            errors.append(CheckError([Diagnostic(
-                "duplicate-module", f"module `{module.name}` is defined twice",
-                _file_span(module.file), notes=(("first defined here",
-                                                 _file_span(other.file)),))]))
+            errors.append(
+                CheckError(
+                    [
+                        Diagnostic(
+                            "duplicate-module",
+                            f"module `{module.name}` is defined twice",
+                            _file_span(module.file),
+                            notes=(("first defined here", _file_span(other.file)),),
+                        )
+                    ]
+                )
+            )
         else:
             modules[module.name] = module
 
@@ -161,25 +173,43 @@ def load_modules(
 def _find_import(item: ast.Import, importer: LoadedModule) -> LoadedModule:
     name = item.module.text
     if item.module.parts[0] == STDLIB_PREFIX:
-        candidates = [(stdlib_file(name), None, f"<stdlib>/{name.replace('.', '/')}"
-                       ".ripl")]
+        candidates: list[tuple[Path, Path | None, str]] = [
+            (stdlib_file(name), None, f"<stdlib>/{name.replace('.', '/')}.ripl")
+        ]
     else:
-        root = importer.root or Path(".")
-        path = root.joinpath(*item.module.parts).with_suffix(".ripl")
-        candidates = [(path, root, display_path(path))]
+        folder = importer.root or Path(".")
+        path = folder.joinpath(*item.module.parts).with_suffix(".ripl")
+        candidates = [(path, folder, display_path(path))]
     for path, root, file in candidates:
         if path.is_file():
             module = _parse_file(path, root, file, False)
             if module.name != name:
-                raise CheckError([Diagnostic(
-                    "module-name", f"`{file}` declares module `{module.name}`, "
-                    f"not `{name}`", item.module.span)])
+                raise CheckError(
+                    [
+                        Diagnostic(
+                            "module-name",
+                            f"`{file}` declares module `{module.name}`, not `{name}`",
+                            item.module.span,
+                        )
+                    ]
+                )
             return module
-    where = "the standard library" if item.module.parts[0] == STDLIB_PREFIX else (
-        f"`{candidates[0][2]}`")
-    raise CheckError([Diagnostic(
-        "unknown-module", f"module `{name}` not found", item.module.span,
-        hint=f"looked in {where}")], {importer.file: importer.text})
+    where = (
+        "the standard library"
+        if item.module.parts[0] == STDLIB_PREFIX
+        else (f"`{candidates[0][2]}`")
+    )
+    raise CheckError(
+        [
+            Diagnostic(
+                "unknown-module",
+                f"module `{name}` not found",
+                item.module.span,
+                hint=f"looked in {where}",
+            )
+        ],
+        {importer.file: importer.text},
+    )
 
 
 def _check_cycles(modules: dict[str, LoadedModule]) -> None:
@@ -203,11 +233,19 @@ def _check_cycles(modules: dict[str, LoadedModule]) -> None:
                 continue
             target, item = step
             if state.get(target) == 1:
-                cycle = path[path.index(target):] + [target]
-                raise CheckError([Diagnostic(
-                    "import-cycle", "import cycle: " + " → ".join(cycle),
-                    item.span, hint="move the shared declarations into a module "
-                    "that both import")], {m.file: m.text for m in modules.values()})
+                cycle = path[path.index(target) :] + [target]
+                raise CheckError(
+                    [
+                        Diagnostic(
+                            "import-cycle",
+                            "import cycle: " + " → ".join(cycle),
+                            item.span,
+                            hint="move the shared declarations into a module "
+                            "that both import",
+                        )
+                    ],
+                    {m.file: m.text for m in modules.values()},
+                )
             if not state.get(target):
                 state[target] = 1
                 path.append(target)

@@ -14,8 +14,9 @@ from decimal import Decimal
 from ripl.ast import Duration
 from ripl.ir import EntityRef, Label, Value
 
-_EXACT = decimal.Context(prec=1000, traps=[decimal.Inexact, decimal.Overflow,
-                                            decimal.InvalidOperation])
+_EXACT = decimal.Context(
+    prec=1000, traps=[decimal.Inexact, decimal.Overflow, decimal.InvalidOperation]
+)
 
 
 class OpError(Exception):

@@ -12,17 +12,15 @@ import difflib
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-import attrs
 import lark
 from lark import Token, v_args
-from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
@@ -31,6 +29,7 @@ from lark.exceptions import (
     VisitError,
 )
 from lark.tree import Meta
+from lark.visitors import Transformer_NonRecursive
 
 from ripl import ast
 from ripl.errors import Diagnostic, ParseError
@@ -85,8 +84,15 @@ def decode_string(token: Token, file: str) -> str:
         offset = token.start_pos + 1 + match.start() if token.start_pos else 0
         line = token.line or 1
         column = (token.column or 1) + 1 + match.start()
-        span = Span(file, offset, offset + len(match.group(0)), line, column,
-                    line, column + len(match.group(0)))
+        span = Span(
+            file,
+            offset,
+            offset + len(match.group(0)),
+            line,
+            column,
+            line,
+            column + len(match.group(0)),
+        )
         raise _Fail(
             "escape",
             f"unknown escape `\\{esc}` in string",
@@ -118,7 +124,7 @@ _NULL = object()
 Children = list[Any]
 
 
-class _Builder(Transformer_NonRecursive):
+class _Builder(Transformer_NonRecursive):  # type: ignore[type-arg]
     """Grammar rule name → AST node; walks the parse tree with its own stack."""
 
     def __init__(self, file: str) -> None:
@@ -128,12 +134,26 @@ class _Builder(Transformer_NonRecursive):
     def span(self, meta: Meta) -> Span:
         if getattr(meta, "empty", True):
             return Span(self.file, 0, 0, 1, 1, 1, 1)
-        return Span(self.file, meta.start_pos, meta.end_pos, meta.line,
-                    meta.column, meta.end_line, meta.end_column)
+        return Span(
+            self.file,
+            meta.start_pos,
+            meta.end_pos,
+            meta.line,
+            meta.column,
+            meta.end_line,
+            meta.end_column,
+        )
 
     def tspan(self, tok: Token) -> Span:
-        return Span(self.file, tok.start_pos or 0, tok.end_pos or 0, tok.line or 1,
-                    tok.column or 1, tok.end_line or 1, tok.end_column or 1)
+        return Span(
+            self.file,
+            tok.start_pos or 0,
+            tok.end_pos or 0,
+            tok.line or 1,
+            tok.column or 1,
+            tok.end_line or 1,
+            tok.end_column or 1,
+        )
 
     def fail(self, message: str, span: Span, hint: str | None = None) -> NoReturn:
         raise _Fail("syntax", message, span, hint)
@@ -242,8 +262,15 @@ class _Builder(Transformer_NonRecursive):
         left: ast.Expr = c[0]
         for i in range(1, len(c), 2):
             right = c[i + 1]
-            span = Span(self.file, left.span.start, right.span.end, left.span.line,
-                        left.span.column, right.span.end_line, right.span.end_column)
+            span = Span(
+                self.file,
+                left.span.start,
+                right.span.end,
+                left.span.line,
+                left.span.column,
+                right.span.end_line,
+                right.span.end_column,
+            )
             left = ast.Arith(str(c[i]), left, right, span)
         return left
 
@@ -306,8 +333,9 @@ class _Builder(Transformer_NonRecursive):
     def entity_decl(self, meta: Meta, c: Children) -> ast.EntityDecl:
         annotations, name, kind_clause, attrs_ = c
         kind, owners = kind_clause if kind_clause else (None, ())
-        return ast.EntityDecl(name, kind, owners, attrs_ or (), annotations,
-                              self.span(meta))
+        return ast.EntityDecl(
+            name, kind, owners, attrs_ or (), annotations, self.span(meta)
+        )
 
     def entity_kind(self, c: Children) -> tuple[ast.Ident, tuple[ast.Ident, ...]]:
         return c[0], c[1] or ()
@@ -348,8 +376,9 @@ class _Builder(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def requirements_decl(self, meta: Meta, c: Children) -> ast.RequirementsDecl:
-        return ast.RequirementsDecl(tuple(x for x in c if x is not None),
-                                    self.span(meta))
+        return ast.RequirementsDecl(
+            tuple(x for x in c if x is not None), self.span(meta)
+        )
 
     @v_args(meta=True)
     def option_decl(self, meta: Meta, c: Children) -> ast.OptionDecl:
@@ -360,8 +389,9 @@ class _Builder(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def annotation(self, meta: Meta, c: Children) -> ast.Annotation:
-        return ast.Annotation(c[0], tuple(x for x in c[1:] if x is not None),
-                              self.span(meta))
+        return ast.Annotation(
+            c[0], tuple(x for x in c[1:] if x is not None), self.span(meta)
+        )
 
     # -- rules
     def allow_head(self, c: Children) -> tuple[str, ast.Ident, tuple[Any, ...]]:
@@ -378,8 +408,9 @@ class _Builder(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def obligation_use(self, meta: Meta, c: Children) -> ast.ObligationUse:
-        return ast.ObligationUse(c[0], tuple(x for x in c[1:] if x is not None),
-                                 self.span(meta))
+        return ast.ObligationUse(
+            c[0], tuple(x for x in c[1:] if x is not None), self.span(meta)
+        )
 
     @v_args(meta=True)
     def principal_clause(self, meta: Meta, c: Children) -> tuple[str, Any, Span]:
@@ -413,9 +444,12 @@ class _Builder(Transformer_NonRecursive):
             elif kind == "unless":
                 unless.append(value)
             elif kind in targets:
-                self.fail(f"rule `{rule_id.name}` has a second `{kind}` clause", span,
-                          f"list every alternative in one clause, e.g. `{kind} "
-                          + ("is A | B`" if kind != "action" else "a.b, a.c`"))
+                self.fail(
+                    f"rule `{rule_id.name}` has a second `{kind}` clause",
+                    span,
+                    f"list every alternative in one clause, e.g. `{kind} "
+                    + ("is A | B`" if kind != "action" else "a.b, a.c`"),
+                )
             else:
                 targets[kind] = value
         return ast.Rule(
@@ -484,17 +518,17 @@ class _Builder(Transformer_NonRecursive):
     def json_string(self, c: Children) -> str:
         return decode_string(c[0], self.file)
 
-    def json_int(self, c: Children) -> int:
+    def json_int(self, c: Children) -> object:
         return int(str(c[0]).replace("_", ""))
 
-    def json_decimal(self, c: Children) -> Decimal:
+    def json_decimal(self, c: Children) -> object:
         return Decimal(str(c[0]).replace("_", ""))
 
-    def json_neg_int(self, c: Children) -> int:
-        return -self.json_int(c)
+    def json_neg_int(self, c: Children) -> object:
+        return -int(str(c[0]).replace("_", ""))
 
-    def json_neg_decimal(self, c: Children) -> Decimal:
-        return -self.json_decimal(c)
+    def json_neg_decimal(self, c: Children) -> object:
+        return -Decimal(str(c[0]).replace("_", ""))
 
     def json_true(self, c: Children) -> bool:
         return True
@@ -567,19 +601,31 @@ def _token_text(tok: Token) -> str:
 
 def _lark_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
     if isinstance(exc, UnexpectedCharacters):
-        span = span_at(file, text, exc.pos_in_stream, 1)
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        pos = exc.pos_in_stream or 0
+        span = span_at(file, text, pos, 1)
+        char = text[pos] if pos < len(text) else ""
         if char == '"':
-            return Diagnostic("syntax", "unterminated string", span,
-                              hint='close the string with `"` on the same or a '
-                              "later line")
+            return Diagnostic(
+                "syntax",
+                "unterminated string",
+                span,
+                hint='close the string with `"` on the same or a later line',
+            )
         shown = repr(char)[1:-1] if not char.isprintable() else char
-        return Diagnostic("syntax", f"unexpected character `{shown}`", span,
-                          hint=f"expected {_expected(exc.allowed or set())}")
+        return Diagnostic(
+            "syntax",
+            f"unexpected character `{shown}`",
+            span,
+            hint=f"expected {_expected(exc.allowed or set())}",
+        )
     if isinstance(exc, UnexpectedEOF):
         span = span_at(file, text, len(text), 0)
-        return Diagnostic("syntax", "unexpected end of file", span,
-                          hint=f"expected {_expected(set(exc.expected))}")
+        return Diagnostic(
+            "syntax",
+            "unexpected end of file",
+            span,
+            hint=f"expected {_expected(set(exc.expected))}",
+        )
     assert isinstance(exc, UnexpectedToken)
     tok = exc.token
     if tok.type == "$END":
@@ -617,12 +663,26 @@ def check_nesting(tree: lark.Tree[Token], file: str, limit: int = MAX_NESTING) -
             depth += 1
             if depth > limit:
                 meta = node.meta
-                span = Span(file, meta.start_pos, meta.end_pos, meta.line,
-                            meta.column, meta.end_line, meta.end_column)
-                raise ParseError([Diagnostic(
-                    "nesting", f"nesting too deep (limit {limit})", span,
-                    hint="split the condition into named `risk` expressions "
-                    "or several rules")])
+                span = Span(
+                    file,
+                    meta.start_pos,
+                    meta.end_pos,
+                    meta.line,
+                    meta.column,
+                    meta.end_line,
+                    meta.end_column,
+                )
+                raise ParseError(
+                    [
+                        Diagnostic(
+                            "nesting",
+                            f"nesting too deep (limit {limit})",
+                            span,
+                            hint="split the condition into named `risk` expressions "
+                            "or several rules",
+                        )
+                    ]
+                )
         stack.extend((c, depth) for c in node.children if isinstance(c, lark.Tree))
 
 
@@ -641,13 +701,17 @@ def parse_source(text: str, file: str = "<text>") -> ast.Module:
     except VisitError as exc:
         if isinstance(exc.orig_exc, _Fail):
             raise ParseError([exc.orig_exc.diagnostic], {file: text}) from None
-        raise ParseError([Diagnostic("syntax", "malformed policy", span_at(
-            file, text, 0))], {file: text}) from exc
+        raise ParseError(
+            [Diagnostic("syntax", "malformed policy", span_at(file, text, 0))],
+            {file: text},
+        ) from exc
     except UnexpectedInput as exc:
         raise ParseError([_lark_diagnostic(exc, text, file)], {file: text}) from None
     except RecursionError:
-        raise ParseError([Diagnostic("nesting", "nesting too deep", span_at(
-            file, text, 0))], {file: text}) from None
+        raise ParseError(
+            [Diagnostic("nesting", "nesting too deep", span_at(file, text, 0))],
+            {file: text},
+        ) from None
     except ParseError as exc:
         exc.sources[file] = text
         raise
@@ -662,6 +726,14 @@ def decode_source(data: bytes, file: str) -> str:
     except UnicodeDecodeError as exc:
         good = data[: exc.start].decode("utf-8", errors="replace")
         span = span_at(file, good + "?", len(good), 1)
-        raise ParseError([Diagnostic(
-            "encoding", f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
-            span, hint="save the file as UTF-8")], {file: good}) from None
+        raise ParseError(
+            [
+                Diagnostic(
+                    "encoding",
+                    f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+                    span,
+                    hint="save the file as UTF-8",
+                )
+            ],
+            {file: good},
+        ) from None

@@ -31,8 +31,9 @@ class BadRequest(EvaluationError):
     """A request that does not fit the contract or the schema. `path` names
     the offending field (for positions in a JSON file)."""
 
-    def __init__(self, message: str, path: Sequence[str | int] = (),
-                 hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, path: Sequence[str | int] = (), hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.path = tuple(path)
@@ -100,8 +101,11 @@ def convert(value: Any, typ: ir.Type, schema: ir.Schema) -> ir.Value | Err:
         if not isinstance(value, str):
             return Err(f"expected a `{typ.order}` label, got {_json_kind(value)}")
         label = schema.labels[typ.order].label(value)
-        return label if label is not None else Err(
-            f"unknown `{typ.order}` label `{value}`")
+        return (
+            label
+            if label is not None
+            else Err(f"unknown `{typ.order}` label `{value}`")
+        )
     if isinstance(typ, ir.SetType):
         if not isinstance(value, list | tuple | set | frozenset):
             return Err(f"expected a set, got {_json_kind(value)}")
@@ -119,15 +123,16 @@ def convert(value: Any, typ: ir.Type, schema: ir.Schema) -> ir.Value | Err:
     if isinstance(typ, ir.EntityType):
         ref = entity_ref(value)
         if ref is None:
-            return Err("expected an entity `{\"type\": …, \"id\": …}`")
+            return Err('expected an entity `{"type": …, "id": …}`')
         if ref.type not in typ.names:
             return Err(f"expected an entity of type {typ}, got `{ref.type}`")
         return ref
     return Err("unsupported value")
 
 
-def convert_fields(data: Mapping[str, Any], record: ir.RecordType,
-                   schema: ir.Schema) -> dict[str, ir.Value | Err]:
+def convert_fields(
+    data: Mapping[str, Any], record: ir.RecordType, schema: ir.Schema
+) -> dict[str, ir.Value | Err]:
     """Declared fields only; a missing or null field stays absent."""
     out: dict[str, ir.Value | Err] = {}
     for name, spec in record.fields:
@@ -153,8 +158,11 @@ def _convert_prim(value: Any, typ: ir.Prim) -> ir.Value | Err:
             return Decimal(repr(value))
         if isinstance(value, str):
             try:
-                return Decimal(value) if _DECIMAL_RE.match(value) else Err(
-                    f"`{value}` is not a decimal")
+                return (
+                    Decimal(value)
+                    if _DECIMAL_RE.match(value)
+                    else Err(f"`{value}` is not a decimal")
+                )
             except InvalidOperation:
                 pass
     elif name == "string":
@@ -209,13 +217,20 @@ def parse_time(value: Any, path: Sequence[str | int]) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise BadRequest(f"`{value}` is not an RFC 3339 timestamp", path,
-                         "write it like `2026-12-04T09:00:00Z`") from None
+        raise BadRequest(
+            f"`{value}` is not an RFC 3339 timestamp",
+            path,
+            "write it like `2026-12-04T09:00:00Z`",
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _entity(data: Any, path: tuple[str | int, ...], schema: ir.Schema,
-            known: Mapping[tuple[str, str], Entity]) -> Entity:
+def _entity(
+    data: Any,
+    path: tuple[str | int, ...],
+    schema: ir.Schema,
+    known: Mapping[tuple[str, str], Entity],
+) -> Entity:
     if not isinstance(data, Mapping):
         raise BadRequest(f"`{path[-1]}` must be an object with `type` and `id`", path)
     typ, ident = data.get("type"), data.get("id")
@@ -224,14 +239,18 @@ def _entity(data: Any, path: tuple[str | int, ...], schema: ir.Schema,
     if not isinstance(ident, str):
         raise BadRequest("missing entity `id` (a string)", (*path, "id"))
     if len(ident) > MAX_ID_LENGTH:
-        raise BadRequest(f"entity id is longer than {MAX_ID_LENGTH} characters",
-                         (*path, "id"))
+        raise BadRequest(
+            f"entity id is longer than {MAX_ID_LENGTH} characters", (*path, "id")
+        )
     definition = schema.entities.get(typ)
     if definition is None:
         from ripl.check import did_you_mean
 
-        raise BadRequest(f"unknown entity type `{typ}`", (*path, "type"),
-                         did_you_mean(typ, schema.entities))
+        raise BadRequest(
+            f"unknown entity type `{typ}`",
+            (*path, "type"),
+            did_you_mean(typ, schema.entities),
+        )
     attrs_data = data.get("attrs", {})
     if attrs_data is None:
         attrs_data = {}
@@ -244,8 +263,9 @@ def _entity(data: Any, path: tuple[str | int, ...], schema: ir.Schema,
     if data.get("owner") is not None:
         owner = entity_ref(data["owner"])
         if owner is None:
-            raise BadRequest("`owner` must be an object with `type` and `id`",
-                             (*path, "owner"))
+            raise BadRequest(
+                "`owner` must be an object with `type` and `id`", (*path, "owner")
+            )
     return Entity(typ, ident, merged, owner)
 
 
@@ -277,11 +297,21 @@ def _link(data: Any, index: int, schema: ir.Schema) -> Link | str:
         return f"malformed_link: {where} has an `id` that is not a string"
     limits = data.get("limits") or {}
     if not isinstance(limits, Mapping) or not all(
-            isinstance(v, int | Decimal) and not isinstance(v, bool)
-            for v in limits.values()):
+        isinstance(v, int | Decimal) and not isinstance(v, bool)
+        for v in limits.values()
+    ):
         return f"malformed_link: {where} has `limits` that are not numbers"
-    return Link(index, link_id, source, target, tuple(scopes), expires, not_before,
-                purpose, dict(limits))
+    return Link(
+        index,
+        link_id,
+        source,
+        target,
+        tuple(scopes),
+        expires,
+        not_before,
+        purpose,
+        dict(limits),
+    )
 
 
 def as_mapping(request: Any) -> Mapping[str, Any]:
@@ -314,8 +344,11 @@ def parse_request(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
     data = _floats_to_decimal(as_mapping(data))
     for key in ("principal", "action", "resource"):
         if key not in data or data[key] is None:
-            raise BadRequest(f"missing `{key}`", (key,),
-                             "a request has `principal`, `action` and `resource`")
+            raise BadRequest(
+                f"missing `{key}`",
+                (key,),
+                "a request has `principal`, `action` and `resource`",
+            )
     known: dict[tuple[str, str], Entity] = {}
     entities = data.get("entities") or []
     if not isinstance(entities, list):

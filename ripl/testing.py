@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from ripl import ir
-from ripl.decision import Decision, json_value, obligations_json
+from ripl.decision import Decision, obligations_json
 from ripl.engine import Engine
 from ripl.request import load_json
 
@@ -42,8 +42,10 @@ def load_test_request(test: ir.InlineTest) -> Mapping[str, Any]:
     try:
         data = load_json(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"`{test.request_file}` is not valid JSON: {exc.msg} at "
-                         f"line {exc.lineno} column {exc.colno}") from None
+        raise ValueError(
+            f"`{test.request_file}` is not valid JSON: {exc.msg} at "
+            f"line {exc.lineno} column {exc.colno}"
+        ) from None
     if not isinstance(data, Mapping):
         raise ValueError(f"`{test.request_file}` does not hold a JSON object")
     return data
@@ -83,21 +85,28 @@ def check_expectation(expect: ir.Expect, decision: Decision) -> list[str]:
         got = ", ".join(f"`{r}`" for r in decision.rule_ids) or "none"
         problems.append(f"expected rules {want}, got {got}")
     if expect.requirements is not None and set(decision.requirements) != (
-            expect.requirements):
-        problems.append(f"expected requirements {sorted(expect.requirements)}, got "
-                        f"{list(decision.requirements)}")
+        expect.requirements
+    ):
+        problems.append(
+            f"expected requirements {sorted(expect.requirements)}, got "
+            f"{list(decision.requirements)}"
+        )
     if expect.reasons is not None:
         missing = expect.reasons - set(decision.reason_codes)
         if missing:
-            problems.append(f"expected reason {', '.join(sorted(missing))}, got: "
-                            + "; ".join(decision.reasons))
+            problems.append(
+                f"expected reason {', '.join(sorted(missing))}, got: "
+                + "; ".join(decision.reasons)
+            )
     if expect.obligations is not None:
-        want = _expected_obligations(expect)
-        got = obligations_json(decision.obligations)
-        for key, value in want.items():
-            if got.get(key) != value:
-                problems.append(f"expected obligation {key} = {json_value(value)}, "
-                                f"got {got.get(key, 'none')}")
+        wanted = _expected_obligations(expect)
+        actual = obligations_json(decision.obligations)
+        for key, value in wanted.items():
+            if actual.get(key) != value:
+                problems.append(
+                    f"expected obligation {key} = {json.dumps(value)}, "
+                    f"got {json.dumps(actual.get(key))}"
+                )
     return problems
 
 
@@ -109,7 +118,9 @@ def run_test(engine: Engine, test: ir.InlineTest) -> TestResult:
     decision = engine.decide(request)
     problems = check_expectation(test.expect, decision)
     if any(code == "bad_request" for code in decision.reason_codes) and (
-            test.expect.effect != "deny" or test.expect.reasons != {"bad_request"}):
+        test.expect.effect != "deny"
+        or test.expect.reasons != frozenset({"bad_request"})
+    ):
         problems.insert(0, "the request is malformed: " + decision.reasons[0])
     return TestResult(test, decision, tuple(dict.fromkeys(problems)))
 
