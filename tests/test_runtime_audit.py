@@ -621,6 +621,20 @@ def test_rendered_record_is_one_line_of_printable_ascii_whatever_the_id(
     assert "\\x1b[2J" in lines[2] and "\\u2028" in lines[2] and "\\x00" in lines[2]
 
 
+def test_tampered_time_column_cannot_break_the_rendered_line(
+    audit: AuditLog,
+) -> None:
+    audit.append(make_request(), make_decision())
+    with raw(audit) as conn:
+        conn.execute("UPDATE audit_records SET time = 'x\nseq=9 effect=allow'")
+
+    (record,) = audit.query()
+    line = render_record(record)
+
+    assert "\n" not in line
+    assert 'time="x\\nseq=9 effect=allow"' in line
+
+
 def test_quoted_fake_fields_do_not_parse_as_fields(audit: AuditLog) -> None:
     record = audit.append(make_request(HOSTILE[1]), make_decision())
 

@@ -138,12 +138,9 @@ def test_secret_never_appears_in_repr_str_errors_or_logs(
     credential = broker.issue(ACTION, INVOICE, 60, NOW)
     messages = [repr(credential), str(credential), f"{credential}"]
     broker.redeem(credential, ACTION, INVOICE, NOW)
-    for attempt in (
-        lambda: broker.redeem(credential, ACTION, INVOICE, NOW),
-        lambda: broker.redeem(credential.secret + "x", ACTION, INVOICE, NOW),
-    ):
+    for presented in (credential.secret, credential.secret + "x"):
         with pytest.raises(CredentialError) as info:
-            attempt()
+            broker.redeem(presented, ACTION, INVOICE, NOW)
         messages.append(str(info.value))
 
     messages.extend(record.getMessage() for record in caplog.records)

@@ -47,6 +47,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -72,6 +73,7 @@ from ripl.runtime.identity import Identity, IdentityLike, escape_text
 log = logging.getLogger(__name__)
 
 GENESIS = "sha256:" + "0" * 64
+_BARE = re.compile(r"[A-Za-z0-9:._+-]+")
 CHECKPOINT_PREFIX = "rcp1"
 
 _SCHEMA = (
@@ -515,7 +517,7 @@ def render_record(record: AuditRecord, *, max_field: int = 512) -> str:
     `max_field` characters is cut and marked `[truncated N more chars]`; the
     stored record and its hash keep the whole value.
     """
-    parts = [f"seq={record.seq}", f"time={record.time}"]
+    parts = [f"seq={record.seq}", f"time={_bare(record.time, max_field)}"]
     fields: list[tuple[str, str | None]] = [
         ("effect", record.effect),
         ("principal.type", record.principal.type if record.principal else None),
@@ -537,9 +539,17 @@ def render_record(record: AuditRecord, *, max_field: int = 512) -> str:
         if values:
             items = ",".join(_quoted(value, max_field) for value in values)
             parts.append(f"{name}=[{items}]")
-    parts.append(f"request={record.request_digest}")
-    parts.append(f"hash={record.hash}")
+    parts.append(f"request={_bare(record.request_digest, max_field)}")
+    parts.append(f"hash={_bare(record.hash, max_field)}")
     return " ".join(parts)
+
+
+def _bare(value: str, max_field: int) -> str:
+    """Values this module writes (times, digests) print unquoted; a stored
+    value that is anything else, as after tampering, is quoted like the rest."""
+    if _BARE.fullmatch(value) and len(value) <= max_field:
+        return value
+    return _quoted(value, max_field)
 
 
 def _quoted(value: str, max_field: int) -> str:
