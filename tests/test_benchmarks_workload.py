@@ -108,6 +108,17 @@ def test_casbin_mismatches_are_only_documented_ones() -> None:
     assert set(report.explained) == {"casbin_raises_on_missing_attribute"}
 
 
+def test_ripl_agrees_with_naive_loop_including_missing_attributes() -> None:
+    ripl = pytest.importorskip("ripl")
+    if not hasattr(ripl, "load"):
+        pytest.skip("ripl.load does not exist yet")
+    from benchmarks.ripl_peer import RiplPeer
+
+    workload = generate_workload(120, 400, seed=13, missing_rate=0.2)
+    report = compare("ripl", _reference(workload), _answers(RiplPeer(), workload))
+    assert report.mismatches == ()
+
+
 def test_every_explanation_is_documented() -> None:
     assert {"cedar_skips_erroring_forbid", "casbin_raises_on_missing_attribute"} <= set(
         SEMANTIC_DIFFERENCES
