@@ -196,7 +196,7 @@ class NaivePeer(Peer):
                 continue
             result: bool | None = True
             for index, attr, op, value, is_label in conditions:
-                actual = subjects[index].get(attr)
+                actual: Any = subjects[index].get(attr)
                 if actual is None:
                     # Three-valued `and`: an error only stands if no later
                     # comparison is false, so keep looking.
@@ -488,7 +488,9 @@ class CasbinPeer(Peer):
     def translate(self, workload: Workload) -> None:
         try:
             import casbin
-            from simpleeval import AttributeDoesNotExist
+            from simpleeval import (  # type: ignore[import-untyped]
+                AttributeDoesNotExist,
+            )
         except ImportError as exc:
             raise PeerUnavailableError("casbin is not installed") from exc
         self._casbin = casbin
@@ -517,17 +519,15 @@ class CasbinPeer(Peer):
         for request in requests:
             principal = entities[request.principal]
             own = self._casbin_request(request, principal, request.chain)
-            root_request: tuple[Any, ...] | None = None
-            if needs_root(request, principal):
-                root = find_root(request, entities)
-                root_request = (
-                    self._casbin_request(request, root, ())
-                    if root is not None
-                    else None
-                )
-                if root is None:
-                    own = None
-            prepared.append((own, root_request))
+            if not needs_root(request, principal):
+                prepared.append((own, None))
+                continue
+            root = find_root(request, entities)
+            if root is None:
+                # No root: the neutral semantics deny (`root_not_found`).
+                prepared.append((None, None))
+            else:
+                prepared.append((own, self._casbin_request(request, root, ())))
         return prepared
 
     def _casbin_request(

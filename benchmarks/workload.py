@@ -387,16 +387,24 @@ def _chain(
     """Agents carry a chain from their owner (a few carry none); tools owned by
     an agent carry human -> agent -> tool half of the time. Later links only
     ever narrow, so every generated chain is well formed."""
+    members: list[Ref | None]
     if principal.kind == "agent":
         if rng.random() < 0.03:
             return ()
         members = [principal.owner, principal.ref]
-    elif principal.kind == "tool" and rng.random() < 0.5:
-        assert principal.owner is not None
+    elif (
+        principal.kind == "tool" and principal.owner is not None and rng.random() < 0.5
+    ):
         agent = entities[principal.owner]
         members = [agent.owner, agent.ref, principal.ref]
     else:
         return ()
+    hops = [
+        (source, target)
+        for source, target in zip(members, members[1:], strict=False)
+        if source is not None and target is not None
+    ]
+    assert len(hops) == len(members) - 1, "every agent and tool has an owner"
 
     group = action.split(".")[0]
     roll = rng.random()
@@ -410,8 +418,7 @@ def _chain(
         scopes.append(rng.choice(GROUPS))
 
     links: list[Link] = []
-    for hop, (source, target) in enumerate(zip(members, members[1:], strict=False)):
-        assert source is not None
+    for hop, (source, target) in enumerate(hops):
         if hop > 0:
             scopes = [_narrow(rng, s, groups) for s in scopes]
         expired = rng.random() < 0.03
