@@ -338,12 +338,25 @@ def _insert_row(conn: sqlite3.Connection, record: AuditRecord) -> None:
         " delegation_ids, effect, rules, policy_hash, prev_hash, hash)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            record.seq, record.time, record.tag, record.decision_json,
-            record.request_digest, "RefundBot", "rb-7", "User", "alice",
-            record.organisation, record.workflow, "[]", record.effect, "[]",
-            record.policy_hash, record.prev_hash, record.hash,
+            record.seq,
+            record.time,
+            record.tag,
+            record.decision_json,
+            record.request_digest,
+            "RefundBot",
+            "rb-7",
+            "User",
+            "alice",
+            record.organisation,
+            record.workflow,
+            "[]",
+            record.effect,
+            "[]",
+            record.policy_hash,
+            record.prev_hash,
+            record.hash,
         ),
-    )  # fmt: skip
+    )
 
 
 def test_inserted_record_is_named(audit: AuditLog) -> None:

@@ -143,13 +143,24 @@ def test_valid_three_hop_chain_verifies_into_request_delegation_shape() -> None:
 
 def test_purpose_and_limits_appear_in_delegation_only_when_set() -> None:
     chain = grant(
-        H, A, ["payments"], E, purpose="refund", limits={"amount": 100},
-        key=KEYS[H], link_id="d-0",
-    )  # fmt: skip
+        H,
+        A,
+        ["payments"],
+        E,
+        purpose="refund",
+        limits={"amount": 100},
+        key=KEYS[H],
+        link_id="d-0",
+    )
     chain = attenuate(
-        chain, T, ["payments.refund"], E, {"amount": Decimal("12.50")},
-        key=KEYS[A], link_id="d-1",
-    )  # fmt: skip
+        chain,
+        T,
+        ["payments.refund"],
+        E,
+        {"amount": Decimal("12.50")},
+        key=KEYS[A],
+        link_id="d-1",
+    )
 
     links = verified(verify(chain.serialize(), RESOLVER, NOW)).delegation()
 
