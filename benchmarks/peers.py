@@ -20,19 +20,22 @@ import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from benchmarks.workload import (
     MAX_CHAIN,
     SENSITIVITY_RANK,
     Comparison,
     Entity,
+    Link,
     Ref,
     Request,
     Rule,
     Workload,
     covers,
 )
+
+T = TypeVar("T")
 
 
 class PeerUnavailableError(RuntimeError):
@@ -119,6 +122,29 @@ def find_root(request: Request, entities: Mapping[Ref, Entity]) -> Entity | None
 
 def needs_root(request: Request, principal: Entity) -> bool:
     return principal.kind != "human" or bool(request.chain)
+
+
+def pair_with_root(
+    requests: Sequence[Request],
+    entities: Mapping[Ref, Entity],
+    build: Callable[[Request, Entity, Sequence[Link]], T],
+) -> list[tuple[T | None, T | None]]:
+    """For engines without no-escalation: each request in the engine's form,
+    with the same question asked for its root (no chain) when one must be
+    asked. `(None, None)` stands for a root that cannot be found, a deny."""
+    pairs: list[tuple[T | None, T | None]] = []
+    for request in requests:
+        principal = entities[request.principal]
+        own = build(request, principal, request.chain)
+        if not needs_root(request, principal):
+            pairs.append((own, None))
+            continue
+        root = find_root(request, entities)
+        if root is None:
+            pairs.append((None, None))
+        else:
+            pairs.append((own, build(request, root, ())))
+    return pairs
 
 
 # ---- naive loop -------------------------------------------------------------
@@ -279,49 +305,39 @@ class CedarPeer(Peer):
         self._entities = cedarpy.Entities.from_json_str(self.entities_json)
 
     def prepare(self, requests: Sequence[Request]) -> list[Any]:
-        entities = self._workload.entities
-        prepared: list[Any] = []
-        for request in requests:
-            principal = entities[request.principal]
-            own = cedar_request(request, request.principal, request.chain)
-            root_request: dict[str, Any] | None = None
-            if needs_root(request, principal):
-                root = find_root(request, entities)
-                # A missing root is denied by the neutral semantics; asking
-                # Cedar about an unknown principal gives the same deny.
-                root_ref = root.ref if root is not None else Ref("User", "missing")
-                root_request = cedar_request(request, root_ref, ())
-            prepared.append((own, root_request))
-        return prepared
+        return pair_with_root(requests, self._workload.entities, cedar_request)
 
     def decide(self, item: Any) -> bool:
         own, root = item
-        allowed = self._cedarpy.is_authorized(
-            own, self._policies, self._entities
-        ).allowed
-        if allowed and root is not None:
-            return bool(
-                self._cedarpy.is_authorized(
-                    root, self._policies, self._entities
-                ).allowed
-            )
-        return bool(allowed)
+        if own is None:
+            return False
+        cedarpy, policies, entities = self._cedarpy, self._policies, self._entities
+        if not cedarpy.is_authorized(own, policies, entities).allowed:
+            return False
+        return root is None or bool(
+            cedarpy.is_authorized(root, policies, entities).allowed
+        )
 
     def decide_batch(self, items: Sequence[Any]) -> list[bool]:
-        cedarpy = self._cedarpy
-        results = cedarpy.is_authorized_batch(
-            [own for own, _ in items], self._policies, self._entities
-        )
-        allowed = [r.allowed for r in results]
+        allowed = self._ask_batch([own for own, _ in items])
         pending = [
             i for i, (_, root) in enumerate(items) if allowed[i] and root is not None
         ]
-        if pending:
-            roots = cedarpy.is_authorized_batch(
-                [items[i][1] for i in pending], self._policies, self._entities
+        for i, answer in zip(
+            pending, self._ask_batch([items[i][1] for i in pending]), strict=True
+        ):
+            allowed[i] = answer
+        return allowed
+
+    def _ask_batch(self, requests: Sequence[dict[str, Any] | None]) -> list[bool]:
+        asked = [(i, request) for i, request in enumerate(requests) if request]
+        allowed = [False] * len(requests)
+        if asked:
+            results = self._cedarpy.is_authorized_batch(
+                [request for _, request in asked], self._policies, self._entities
             )
-            for i, result in zip(pending, roots, strict=True):
-                allowed[i] = result.allowed
+            for (i, _), result in zip(asked, results, strict=True):
+                allowed[i] = bool(result.allowed)
         return allowed
 
 
@@ -416,7 +432,7 @@ def _uid(ref: Ref) -> dict[str, str]:
 
 
 def cedar_request(
-    request: Request, principal: Ref, chain: Sequence[Any]
+    request: Request, principal: Entity, chain: Sequence[Link]
 ) -> dict[str, Any]:
     context: dict[str, Any] = {"env": request.context["env"]}
     if "anomaly" in request.context:
@@ -435,7 +451,7 @@ def cedar_request(
         ]
         context[f"link{i}_expires"] = _epoch(link.expires) if link is not None else 0
     return {
-        "principal": _uid(principal),
+        "principal": _uid(principal.ref),
         "action": {"type": "Action", "id": request.action},
         "resource": _uid(request.resource),
         "context": json.dumps(context),
@@ -474,7 +490,7 @@ def casbin_delegated(sub: Mapping[str, Any], ctx: Mapping[str, Any], act: str) -
     for scopes, expires in chain:
         if now >= expires:
             return False
-        if not any(act == scope or act.startswith(scope + ".") for scope in scopes):
+        if not any(covers(scope, act) for scope in scopes):
             return False
     return True
 
@@ -514,24 +530,10 @@ class CasbinPeer(Peer):
         self._enforcer = enforcer
 
     def prepare(self, requests: Sequence[Request]) -> list[Any]:
-        entities = self._workload.entities
-        prepared: list[Any] = []
-        for request in requests:
-            principal = entities[request.principal]
-            own = self._casbin_request(request, principal, request.chain)
-            if not needs_root(request, principal):
-                prepared.append((own, None))
-                continue
-            root = find_root(request, entities)
-            if root is None:
-                # No root: the neutral semantics deny (`root_not_found`).
-                prepared.append((None, None))
-            else:
-                prepared.append((own, self._casbin_request(request, root, ())))
-        return prepared
+        return pair_with_root(requests, self._workload.entities, self._casbin_request)
 
     def _casbin_request(
-        self, request: Request, principal: Entity, chain: Sequence[Any]
+        self, request: Request, principal: Entity, chain: Sequence[Link]
     ) -> tuple[Any, ...]:
         sub = {"type": principal.ref.type, "kind": principal.kind, **principal.attrs}
         resource = self._workload.entities[request.resource]
