@@ -378,9 +378,18 @@ Item: TypeAlias = (
 
 
 @attrs.frozen
+class Comment:
+    """A `#` comment; kept for the formatter, never part of the meaning."""
+
+    text: str
+    span: Span = _span
+
+
+@attrs.frozen
 class Module:
     """One parsed file."""
 
     file: str
     items: tuple[Item, ...]
     span: Span = _span
+    comments: tuple[Comment, ...] = attrs.field(default=(), eq=False, repr=False)

@@ -342,3 +342,55 @@ def test_command(paths: tuple[Path, ...], verbose_pass: bool) -> None:
     if not results:
         click.echo("warning: the policy set has no inline tests", err=True)
     sys.exit(EXIT_FINDINGS if failed else EXIT_OK)
+
+
+# ---- fmt -------------------------------------------------------------------------
+
+
+@main.command("fmt")
+@paths_argument
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Change nothing; exit 1 if a file is not formatted.",
+)
+def fmt_command(paths: tuple[Path, ...], check_only: bool) -> None:
+    """Format policy files in place (atomically), or check that they are."""
+    from ripl.fmt import FormatError, format_source, is_formatted, policy_files
+    from ripl.fmt import write_atomic
+    from ripl.modules import display_path, read_policy_file
+
+    changed, failed = [], False
+    files = list(policy_files(paths))
+    if not files:
+        fail("no policy files found", "give `.ripl` files or folders holding them")
+    for path in files:
+        name = display_path(path)
+        try:
+            text = read_policy_file(path, name)
+            formatted = format_source(text, name)
+        except SourceError as exc:
+            report_diagnostics(exc.diagnostics, exc.sources, "text")
+            failed = True
+            continue
+        except FormatError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = True
+            continue
+        if is_formatted(text, formatted):
+            continue
+        changed.append(name)
+        if check_only:
+            click.echo(f"would reformat {name}")
+        else:
+            write_atomic(path, formatted)
+            click.echo(f"reformatted {name}")
+    if failed:
+        sys.exit(EXIT_INPUT)
+    if check_only and changed:
+        sys.exit(EXIT_FINDINGS)
+    if not changed:
+        click.echo(
+            f"{len(files)} file{'s' if len(files) != 1 else ''} already formatted"
+        )

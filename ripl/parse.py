@@ -545,6 +545,12 @@ class _Builder(Transformer_NonRecursive):  # type: ignore[type-arg]
 
 
 _lock = threading.Lock()
+_comments: list[Token] = []
+
+
+def _collect_comment(token: Token) -> Token:
+    _comments.append(token)
+    return token
 
 
 @cache
@@ -553,6 +559,7 @@ def _parser() -> lark.Lark:
         _grammar_text(),
         parser="lalr",
         lexer="contextual",
+        lexer_callbacks={"COMMENT": _collect_comment},
         propagate_positions=True,
         maybe_placeholders=True,
     )
@@ -693,7 +700,11 @@ def parse_source(text: str, file: str = "<text>") -> ast.Module:
     """Parse one policy file. Raises `ParseError` and nothing else."""
     try:
         with _lock:
+            _comments.clear()
             tree = _parser().parse(text)
+            comments = tuple(
+                ast.Comment(str(t), _Builder(file).tspan(t)) for t in _comments
+            )
         check_nesting(tree, file)
         items = _Builder(file).transform(tree)
     except _Fail as exc:
@@ -716,7 +727,7 @@ def parse_source(text: str, file: str = "<text>") -> ast.Module:
         exc.sources[file] = text
         raise
     log.debug("parsed %s: %d items", file, len(items))
-    return ast.Module(file, items, span_at(file, text, 0, len(text)))
+    return ast.Module(file, items, span_at(file, text, 0, len(text)), comments)
 
 
 def decode_source(data: bytes, file: str) -> str:
