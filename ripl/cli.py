@@ -357,8 +357,13 @@ def test_command(paths: tuple[Path, ...], verbose_pass: bool) -> None:
 )
 def fmt_command(paths: tuple[Path, ...], check_only: bool) -> None:
     """Format policy files in place (atomically), or check that they are."""
-    from ripl.fmt import FormatError, format_source, is_formatted, policy_files
-    from ripl.fmt import write_atomic
+    from ripl.fmt import (
+        FormatError,
+        format_source,
+        is_formatted,
+        policy_files,
+        write_atomic,
+    )
     from ripl.modules import display_path, read_policy_file
 
     changed, failed = [], False
