@@ -10,9 +10,10 @@ is a bad request (`BadRequest`), which the engine turns into deny.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -47,16 +48,78 @@ class Err:
     message: str
 
 
-@attrs.frozen
 class Entity:
-    type: str
-    id: str
-    attrs: Mapping[str, ir.Value | Err]
-    owner: ir.EntityRef | None
+    """An entity of the request. `attrs` maps declared attribute names to
+    values (or error values); undeclared and null attributes are absent."""
 
-    @property
-    def ref(self) -> ir.EntityRef:
-        return ir.EntityRef(self.type, self.id)
+    __slots__ = ("type", "id", "attrs", "owner", "ref")
+
+    def __init__(
+        self,
+        type: str,
+        id: str,
+        attrs: Mapping[str, ir.Value | Err],
+        owner: ir.EntityRef | None,
+    ) -> None:
+        self.type = type
+        self.id = id
+        self.attrs = attrs
+        self.owner = owner
+        self.ref = ir.EntityRef(type, id)
+
+    def __repr__(self) -> str:
+        return f"Entity({self.type!r}, {self.id!r})"
+
+
+class LazyAttrs(Mapping[str, "ir.Value | Err"]):
+    """Attributes converted by their declared type on first read, so a request
+    costs only what its rules look at. Later layers (attributes given inline)
+    override earlier ones (the entity's entry in `entities`)."""
+
+    __slots__ = ("_layers", "_record", "_schema", "_cache")
+
+    def __init__(
+        self,
+        layers: Sequence[Mapping[str, Any]],
+        record: ir.RecordType,
+        schema: ir.Schema,
+    ) -> None:
+        self._layers = layers
+        self._record = record
+        self._schema = schema
+        self._cache: dict[str, ir.Value | Err] = {}
+
+    def _raw(self, name: str) -> Any:
+        for layer in reversed(self._layers):
+            value = layer.get(name)
+            if value is not None:
+                return value
+        return None
+
+    def __getitem__(self, name: str) -> ir.Value | Err:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        spec = self._record.get(name)
+        raw = self._raw(name) if spec is not None else None
+        if spec is None or raw is None:
+            raise KeyError(name)
+        value = self._cache[name] = convert(raw, spec.type, self._schema)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        if name in self._cache:
+            return True
+        return self._record.get(name) is not None and self._raw(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n, _ in self._record.fields if n in self])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @attrs.frozen
@@ -72,23 +135,72 @@ class Link:
     limits: Mapping[str, int | Decimal]
 
 
-@attrs.frozen
 class Parsed:
-    principal: Entity
-    action: str
-    resource: Entity
-    context: Mapping[str, ir.Value | Err]
-    chain: tuple[Link, ...] | None  # None: no chain was given
-    link_errors: tuple[str, ...]  # `malformed_link: …` reasons
-    entities: Mapping[tuple[str, str], Entity]
-    now: datetime
+    """A request that fits the contract and the schema."""
+
+    __slots__ = (
+        "principal",
+        "action",
+        "resource",
+        "context",
+        "chain",
+        "link_errors",
+        "entities",
+        "now",
+    )
+
+    def __init__(
+        self,
+        principal: Entity,
+        action: str,
+        resource: Entity,
+        context: Mapping[str, ir.Value | Err],
+        chain: tuple[Link, ...] | None,
+        link_errors: tuple[str, ...],
+        entities: EntityIndex,
+        now: datetime,
+    ) -> None:
+        self.principal = principal
+        self.action = action
+        self.resource = resource
+        self.context = context
+        self.chain = chain  # None: no chain was given
+        self.link_errors = link_errors  # `malformed_link: …` reasons
+        self.entities = entities
+        self.now = now
 
     def entity(self, ref: ir.EntityRef) -> Entity | None:
         if ref == self.principal.ref:
             return self.principal
         if ref == self.resource.ref:
             return self.resource
-        return self.entities.get((ref.type, ref.id))
+        return self.entities.get(ref)
+
+
+class EntityIndex:
+    """The request's `entities`, by type and id, each built on first use."""
+
+    __slots__ = ("_raw", "_schema", "_built")
+
+    def __init__(
+        self, raw: Mapping[tuple[str, str], Mapping[str, Any]], schema: ir.Schema
+    ) -> None:
+        self._raw = raw
+        self._schema = schema
+        self._built: dict[tuple[str, str], Entity] = {}
+
+    def raw(self, typ: str, ident: str) -> Mapping[str, Any] | None:
+        return self._raw.get((typ, ident))
+
+    def get(self, ref: ir.EntityRef) -> Entity | None:
+        key = (ref.type, ref.id)
+        found = self._built.get(key)
+        if found is None:
+            data = self._raw.get(key)
+            if data is None:
+                return None
+            found = self._built[key] = _build_entity(data, (), self._schema, None)
+        return found
 
 
 # ---- conversion of values by their declared type ----------------------------
@@ -117,7 +229,7 @@ def convert(value: Any, typ: ir.Type, schema: ir.Schema) -> ir.Value | Err:
             items.append(converted)
         return frozenset(items)
     if isinstance(typ, ir.RecordType):
-        if not isinstance(value, Mapping):
+        if not _is_map(value):
             return Err(f"expected a record, got {_json_kind(value)}")
         return convert_fields(value, typ, schema)
     if isinstance(typ, ir.EntityType):
@@ -193,15 +305,20 @@ def _json_kind(value: Any) -> str:
         return "a string"
     if isinstance(value, list | tuple):
         return "a list"
-    if isinstance(value, Mapping):
+    if _is_map(value):
         return "an object"
     return type(value).__name__
+
+
+def _is_map(value: object) -> bool:
+    """`isinstance(x, Mapping)` is slow through the ABC; dicts go first."""
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def entity_ref(value: Any) -> ir.EntityRef | None:
     if isinstance(value, ir.EntityRef):
         return value
-    if isinstance(value, Mapping):
+    if _is_map(value):
         typ, ident = value.get("type"), value.get("id")
         if isinstance(typ, str) and isinstance(ident, str):
             return ir.EntityRef(typ, ident)
@@ -214,24 +331,30 @@ def entity_ref(value: Any) -> ir.EntityRef | None:
 def parse_time(value: Any, path: Sequence[str | int]) -> datetime:
     if not isinstance(value, str):
         raise BadRequest("expected an RFC 3339 timestamp", path)
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+    parsed = _parse_time(value)
+    if parsed is None:
         raise BadRequest(
             f"`{value}` is not an RFC 3339 timestamp",
             path,
             "write it like `2026-12-04T09:00:00Z`",
-        ) from None
+        )
+    return parsed
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time(value: str) -> datetime | None:
+    """Timestamps repeat across requests (expiries, `now`); parse each once."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _entity(
-    data: Any,
-    path: tuple[str | int, ...],
-    schema: ir.Schema,
-    known: Mapping[tuple[str, str], Entity],
-) -> Entity:
-    if not isinstance(data, Mapping):
+def _check_entity(
+    data: Any, path: tuple[str | int, ...], schema: ir.Schema
+) -> ir.EntityDef:
+    if not _is_map(data):
         raise BadRequest(f"`{path[-1]}` must be an object with `type` and `id`", path)
     typ, ident = data.get("type"), data.get("id")
     if not isinstance(typ, str):
@@ -251,27 +374,43 @@ def _entity(
             (*path, "type"),
             did_you_mean(typ, schema.entities),
         )
-    attrs_data = data.get("attrs", {})
-    if attrs_data is None:
-        attrs_data = {}
-    if not isinstance(attrs_data, Mapping):
+    attrs_data = data.get("attrs")
+    if attrs_data is not None and not _is_map(attrs_data):
         raise BadRequest("`attrs` must be an object", (*path, "attrs"))
-    base = known.get((typ, ident))
-    merged = dict(base.attrs) if base else {}
-    merged.update(convert_fields(attrs_data, definition.attrs, schema))
-    owner = base.owner if base else None
-    if data.get("owner") is not None:
-        owner = entity_ref(data["owner"])
-        if owner is None:
-            raise BadRequest(
-                "`owner` must be an object with `type` and `id`", (*path, "owner")
-            )
-    return Entity(typ, ident, merged, owner)
+    owner = data.get("owner")
+    if owner is not None and entity_ref(owner) is None:
+        raise BadRequest(
+            "`owner` must be an object with `type` and `id`", (*path, "owner")
+        )
+    return definition
+
+
+def _build_entity(
+    data: Mapping[str, Any],
+    path: tuple[str | int, ...],
+    schema: ir.Schema,
+    index: EntityIndex | None,
+) -> Entity:
+    if path:
+        definition = _check_entity(data, path, schema)
+    else:
+        definition = schema.entities[data["type"]]
+    typ, ident = data["type"], data["id"]
+    base = index.raw(typ, ident) if index is not None else None
+    layers = [
+        layer
+        for layer in (base.get("attrs") if base else None, data.get("attrs"))
+        if layer
+    ]
+    owner = entity_ref(data.get("owner"))
+    if owner is None and base is not None:
+        owner = entity_ref(base.get("owner"))
+    return Entity(typ, ident, LazyAttrs(layers, definition.attrs, schema), owner)
 
 
 def _link(data: Any, index: int, schema: ir.Schema) -> Link | str:
     where = f"link {index}"
-    if not isinstance(data, Mapping):
+    if not _is_map(data):
         return f"malformed_link: {where} is not an object"
     source, target = entity_ref(data.get("from")), entity_ref(data.get("to"))
     if source is None or target is None:
@@ -295,8 +434,11 @@ def _link(data: Any, index: int, schema: ir.Schema) -> Link | str:
     link_id = data.get("id")
     if link_id is not None and not isinstance(link_id, str):
         return f"malformed_link: {where} has an `id` that is not a string"
-    limits = data.get("limits") or {}
-    if not isinstance(limits, Mapping) or not all(
+    limits = dict(data.get("limits") or {})
+    for name, value in limits.items():
+        if isinstance(value, float) and value == value and abs(value) != float("inf"):
+            limits[name] = Decimal(repr(value))
+    if not all(
         isinstance(v, int | Decimal) and not isinstance(v, bool)
         for v in limits.values()
     ):
@@ -316,48 +458,40 @@ def _link(data: Any, index: int, schema: ir.Schema) -> Link | str:
 
 def as_mapping(request: Any) -> Mapping[str, Any]:
     """Accept the contract as a mapping, or a typed object that converts to one."""
-    if isinstance(request, Mapping):
+    if _is_map(request):
         return request
     for method in ("to_dict", "to_json"):
         convert_ = getattr(request, method, None)
         if callable(convert_):
             data = convert_()
-            if isinstance(data, Mapping):
+            if _is_map(data):
                 return data
     if attrs.has(type(request)):
         return attrs.asdict(request)
     raise BadRequest("a request must be an object (a mapping)")
 
 
-def _floats_to_decimal(value: Any) -> Any:
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, Mapping):
-        return {k: _floats_to_decimal(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_floats_to_decimal(v) for v in value]
-    return value
-
-
 def parse_request(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
-    """Raises `BadRequest`; everything else about the request is data."""
-    data = _floats_to_decimal(as_mapping(data))
+    """Raises `BadRequest`; everything else about the request is data.
+    Attribute values are converted lazily, when a rule reads them."""
+    data = as_mapping(data)
     for key in ("principal", "action", "resource"):
-        if key not in data or data[key] is None:
+        if data.get(key) is None:
             raise BadRequest(
                 f"missing `{key}`",
                 (key,),
                 "a request has `principal`, `action` and `resource`",
             )
-    known: dict[tuple[str, str], Entity] = {}
-    entities = data.get("entities") or []
-    if not isinstance(entities, list):
+    raw_entities: dict[tuple[str, str], Mapping[str, Any]] = {}
+    entities = data.get("entities") or ()
+    if not isinstance(entities, list | tuple):
         raise BadRequest("`entities` must be a list", ("entities",))
     for i, item in enumerate(entities):
-        entity = _entity(item, ("entities", i), schema, known)
-        known[(entity.type, entity.id)] = entity
-    principal = _entity(data["principal"], ("principal",), schema, known)
-    resource = _entity(data["resource"], ("resource",), schema, known)
+        _check_entity(item, ("entities", i), schema)
+        raw_entities[(item["type"], item["id"])] = item
+    index = EntityIndex(raw_entities, schema)
+    principal = _build_entity(data["principal"], ("principal",), schema, index)
+    resource = _build_entity(data["resource"], ("resource",), schema, index)
     action = data["action"]
     if not isinstance(action, str):
         raise BadRequest("`action` must be a string", ("action",))
@@ -369,14 +503,14 @@ def parse_request(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
             hint = f"`{action}` is a group of actions; name one action under it"
         raise BadRequest(f"unknown action `{action}`", ("action",), hint)
     context_data = data.get("context") or {}
-    if not isinstance(context_data, Mapping):
+    if not _is_map(context_data):
         raise BadRequest("`context` must be an object", ("context",))
     now = clock if data.get("now") is None else parse_time(data["now"], ("now",))
     chain_data = data.get("delegation")
     chain: tuple[Link, ...] | None = None
     link_errors: list[str] = []
     if chain_data is not None:
-        if not isinstance(chain_data, list):
+        if not isinstance(chain_data, list | tuple):
             raise BadRequest("`delegation` must be a list of links", ("delegation",))
         links = []
         for i, item in enumerate(chain_data):
@@ -390,10 +524,10 @@ def parse_request(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
         principal=principal,
         action=action,
         resource=resource,
-        context=convert_fields(context_data, schema.context, schema),
+        context=LazyAttrs((context_data,), schema.context, schema),
         chain=chain,
         link_errors=tuple(link_errors),
-        entities=known,
+        entities=index,
         now=now,
     )
 
