@@ -37,8 +37,11 @@ DELEGATION_FACTS = {"depth": ir.INT, "purpose": ir.STRING}
 
 
 class _Bad(Exception):
-    def __init__(self, diagnostic: Diagnostic) -> None:
-        super().__init__(diagnostic.message)
+    """Abandons one clause. `diagnostic` is None when the problem was already
+    reported elsewhere (a broken risk used by many rules is reported once)."""
+
+    def __init__(self, diagnostic: Diagnostic | None) -> None:
+        super().__init__(diagnostic.message if diagnostic else "reported")
         self.diagnostic = diagnostic
 
 
@@ -89,9 +92,14 @@ class Checker:
         self.risk_syntax: dict[str, tuple[str, ast.RiskDecl]] = {}
         self.risks: dict[str, ir.RiskRef] = {}
         self.risk_stack: list[str] = []
+        self.broken_risks: set[str] = set()
         self.visible: dict[str, set[str] | None] = {}
 
     # ---- reporting --------------------------------------------------------
+
+    def report(self, bad: _Bad) -> None:
+        if bad.diagnostic is not None:
+            self.diagnostics.append(bad.diagnostic)
 
     def error(
         self,
@@ -284,7 +292,7 @@ class Checker:
         try:
             typ = self.resolve_type(mod, item.type)
         except _Bad as bad:
-            self.diagnostics.append(bad.diagnostic)
+            self.report(bad)
             return
         merge = item.merge.name
         if merge not in ("union", "min"):
@@ -406,7 +414,7 @@ class Checker:
         try:
             return ir.AttrSpec(self.resolve_type(mod, decl.type), decl.optional)
         except _Bad as bad:
-            self.diagnostics.append(bad.diagnostic)
+            self.report(bad)
             return None
 
     def resolve_type(self, mod: str, node: ast.TypeExpr) -> ir.Type:
@@ -478,12 +486,14 @@ class Checker:
             return None
         if name in self.risks:
             return self.risks[name]
+        if name in self.broken_risks:
+            raise _Bad(None)
         if name in self.risk_stack:
+            cycle = self.risk_stack[self.risk_stack.index(name) :]
+            self.broken_risks.update(cycle)
             _fail(
-                "risk `"
-                + name
-                + "` is defined in terms of itself: "
-                + " → ".join((*self.risk_stack, name)),
+                f"risk `{name}` is defined in terms of itself: "
+                + " → ".join((*cycle, name)),
                 item.name.span,
                 code="cycle",
             )
@@ -491,6 +501,9 @@ class Checker:
         try:
             everything = frozenset(self.entities)
             expr = self.expr(item.expr, _Env(owner, everything, everything))
+        except _Bad:
+            self.broken_risks.add(name)
+            raise
         finally:
             self.risk_stack.pop()
         ref = ir.RiskRef(name, expr, expr.type)
@@ -926,7 +939,7 @@ class Checker:
             try:
                 found |= self.entity_names(ident.name, ident.span)
             except _Bad as bad:
-                self.diagnostics.append(bad.diagnostic)
+                self.report(bad)
         return frozenset(found)
 
     def rule(self, mod: str, node: ast.Rule) -> ir.Rule | None:
@@ -961,12 +974,12 @@ class Checker:
             try:
                 parts.append(self.bool_expr(cond, env))
             except _Bad as bad:
-                self.diagnostics.append(bad.diagnostic)
+                self.report(bad)
         for cond in node.unless:
             try:
                 parts.append(fold(ir.Not(self.bool_expr(cond, env))))
             except _Bad as bad:
-                self.diagnostics.append(bad.diagnostic)
+                self.report(bad)
         condition = None
         if parts:
             condition = parts[0] if len(parts) == 1 else fold(ir.And(tuple(parts)))
@@ -979,7 +992,7 @@ class Checker:
             try:
                 obligations.append(self.obligation(mod, use, env))
             except _Bad as bad:
-                self.diagnostics.append(bad.diagnostic)
+                self.report(bad)
         if len(self.diagnostics) > before:
             return None
         annotations = tuple(
@@ -1109,7 +1122,7 @@ class Checker:
                     arg = self.obligation(mod, use, env)
                     obligations.append((use.name.name, arg.args))
                 except _Bad as bad:
-                    self.diagnostics.append(bad.diagnostic)
+                    self.report(bad)
         request_file = None
         if node.request_file is not None:
             base = Path(self.modules[mod].file).parent
@@ -1156,7 +1169,7 @@ class Checker:
             try:
                 value = self.expr(item.value, _Env(mod, everything, everything))
             except _Bad as bad:
-                self.diagnostics.append(bad.diagnostic)
+                self.report(bad)
                 continue
             if not isinstance(value, ir.Const) or value.type != typ:
                 self.error(
@@ -1184,7 +1197,7 @@ class Checker:
             try:
                 self.visible_risk(owner, name)
             except _Bad as bad:
-                self.diagnostics.append(bad.diagnostic)
+                self.report(bad)
         rules: list[ir.Rule] = []
         seen: dict[str, Span] = {}
         for mod, item in self.items(ast.Rule):
