@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -253,6 +254,8 @@ def machine() -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
+    if versions["ripl"] == "not installed":
+        versions["ripl"] = f"source tree at {_git_revision()}"
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -260,6 +263,24 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "versions": versions,
     }
+
+
+def _git_revision() -> str:
+    """The commit the working tree is on, with `+dirty` for local changes: the
+    ripl numbers belong to that state of the engine."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        revision = subprocess.run(
+            ["git", "describe", "--always", "--dirty=+dirty"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+    return revision or "unknown revision"
 
 
 def render_table(cells: Sequence[Cell]) -> str:
