@@ -1210,6 +1210,7 @@ class Checker:
                     "rule ids are unique across the policy set",
                     notes=(("first used here", seen[item.id.name]),),
                 )
+                self.rule(mod, item)  # still report what else is wrong in it
                 continue
             seen[item.id.name] = item.id.span
             checked = self.rule(mod, item)

@@ -178,10 +178,26 @@ def read_request(source: str) -> tuple[Any, str, str]:
     return data, text, name
 
 
+def _token_length(text: str, offset: int) -> int:
+    """The length of the JSON token at offset: a whole string, a number or
+    word, else one character."""
+    if offset >= len(text):
+        return 1
+    if text[offset] == '"':
+        end = offset + 1
+        while end < len(text) and text[end] not in '"\n':
+            end += 2 if text[end] == "\\" else 1
+        return min(end, len(text) - 1) - offset + 1
+    end = offset
+    while end < len(text) and text[end] not in ",:}] \t\r\n{[":
+        end += 1
+    return max(1, end - offset)
+
+
 def request_error(
     name: str, text: str, offset: int, message: str, hint: str | None
 ) -> NoReturn:
-    span = span_at(name, text, offset, 1)
+    span = span_at(name, text, offset, _token_length(text, offset))
     lines = [
         f"{span.location()}: error[request]: {message}",
         *render_snippet(span, text),
