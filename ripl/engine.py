@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -32,6 +32,14 @@ PolicySource = str | Path
 
 class RuleEvaluator(Protocol):
     def outcome(self, request: Parsed, facts: Facts) -> Outcome: ...
+
+
+class RevocationSource(Protocol):
+    """The read side of a revocation store (`ripl.runtime.revocation`): asked
+    about each link as `{"id", "from", "to"}`. A store may also offer an
+    integer `version` that grows with every revocation."""
+
+    def is_revoked(self, link: Mapping[str, Any]) -> bool: ...
 
 
 def load_policy(
@@ -77,12 +85,14 @@ class Engine:
         mode: Mode = "compiled",
         clock: Callable[[], datetime] | None = None,
         revoked: Iterable[str] = (),
+        revocations: RevocationSource | None = None,
     ) -> None:
         if mode not in ("compiled", "reference"):
             raise ValueError(f"unknown mode {mode!r}; use 'compiled' or 'reference'")
         self.mode: Mode = mode
         self._clock = clock or (lambda: datetime.now(UTC))
         self._revoked: set[str] = set(revoked)
+        self._revocations = revocations
         self._lock = threading.Lock()
         self._install(policy)
 
@@ -121,7 +131,20 @@ class Engine:
             self._revoked = self._revoked | {link_id}
 
     def is_revoked(self, link: Link) -> bool:
-        return link.id is not None and link.id in self._revoked
+        """Revoked here by `revoke`, or in the shared store. The store counts a
+        link without an id as revoked: it cannot tell, so it does not pass it."""
+        if link.id is not None and link.id in self._revoked:
+            return True
+        store = self._revocations
+        if store is None:
+            return False
+        return store.is_revoked(
+            {
+                "id": link.id,
+                "from": {"type": link.source.type, "id": link.source.id},
+                "to": {"type": link.target.type, "id": link.target.id},
+            }
+        )
 
     # ---- deciding ---------------------------------------------------------------
 
