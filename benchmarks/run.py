@@ -35,6 +35,7 @@ from benchmarks.peers import (
     CasbinPeer,
     CedarPeer,
     NaivePeer,
+    Outcome,
     Peer,
     PeerUnavailableError,
 )
@@ -104,6 +105,9 @@ class Cell:
     explained: dict[str, int] = attrs.Factory(dict)
     unexplained: list[int] = attrs.Factory(list)
     batch_disagrees: int = 0
+    unstable: int = 0
+    """Repeated decisions of one request that differ from its first (a cache
+    that serves a stale answer would show here)."""
 
 
 def _rss_kib() -> int:
@@ -123,7 +127,7 @@ def _percentile(sorted_ns: Sequence[int], q: float) -> float:
 def measure(
     peer_type: type[Peer],
     workload: Workload,
-    reference: Sequence[Any],
+    reference: Sequence[Outcome],
     settings: Settings,
 ) -> Cell:
     cell = Cell(engine=peer_type.name, rules=len(workload.rules))
@@ -180,7 +184,8 @@ def _time_decisions(
             allowed = decide(item)
             end = clock()
             samples.append(end - start)
-            answers.setdefault(index, allowed)
+            if answers.setdefault(index, allowed) != allowed:
+                cell.unstable += 1
             if len(samples) >= settings.max_samples or end > deadline:
                 break
 
@@ -311,6 +316,8 @@ def _mismatch_text(cell: Cell) -> str:
         parts.append(f"**{len(cell.unexplained)} unexplained**")
     if cell.batch_disagrees:
         parts.append(f"**{cell.batch_disagrees} batch != decide**")
+    if cell.unstable:
+        parts.append(f"**{cell.unstable} repeats differ**")
     return f"{cell.mismatches}" + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -434,5 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w") as out:
             json.dump(document, out, indent=2)
             out.write("\n")
-    unexplained = any(cell.unexplained or cell.batch_disagrees for cell in cells)
+    unexplained = any(
+        cell.unexplained or cell.batch_disagrees or cell.unstable for cell in cells
+    )
     return 1 if unexplained else 0
