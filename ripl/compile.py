@@ -1,0 +1,864 @@
+"""Typed IR → decision tree → evaluator.
+
+The tree dispatches on `(action, principal type, resource type)` by one dict
+lookup to a bucket: the rules whose target holds for exactly that triple, in
+policy order. Conditions are compiled once per policy set into Python
+closures (no source text is generated, so no constant can ever be spliced
+into code: every constant is a value bound in a closure). Inside a bucket,
+sub-expressions that several rules share (the same comparison, the same risk
+score) are computed once per request through a memo slot, and the operands
+of `and`/`or` run cheapest first.
+
+The reference interpreter defines the meaning. Every fast path here returns
+what `ripl.interpret` would, error messages included; anything without a
+fast path is handed to the interpreter itself. Because the three-valued
+`and`/`or` are order-independent, reordering changes only speed: an `and`
+stops at its first false operand, and otherwise reports the error of the
+earliest erring operand in source order, as the interpreter does.
+
+The tree never stops early on a certain deny: `Outcome` lists every match
+and every error, and the decision's error list depends on all of them.
+"""
+
+from __future__ import annotations
+
+import decimal
+import logging
+import operator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, TypeAlias
+
+import attrs
+
+from ripl import interpret, ir, ops
+from ripl.ast import Duration
+from ripl.cache import CompiledSetCache
+from ripl.decision import Match, Outcome
+from ripl.delegation import Facts
+from ripl.interpret import Result, Scope, path_text, truth
+from ripl.request import Err, Parsed
+
+log = logging.getLogger(__name__)
+
+Triple: TypeAlias = tuple[str, str, str]
+"""`(action, principal type, resource type)`: the dispatch key."""
+
+Fn: TypeAlias = Callable[["Env"], Result]
+
+EMPTY_OUTCOME = Outcome((), ())
+MAX_BUCKETS = 65_536
+"""More triples than this are evaluated without storing their bucket."""
+
+_UNSET: Any = object()
+_MISSING: Any = object()
+_ORDER_OPS: Mapping[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+class Env(Scope):
+    """One evaluation: the request, the chain's facts, and the memo of shared
+    sub-expressions. A subclass of the interpreter's scope, so every node
+    without a fast path can be handed to `interpret.evaluate` unchanged."""
+
+    __slots__ = ("memo",)
+
+    def __init__(self, request: Parsed, facts: Facts) -> None:
+        self.request = request
+        self.facts = facts
+        self.memo: dict[int, Result] = {}
+
+
+# ---- reads: which request attributes a condition can touch ------------------
+
+
+@attrs.frozen
+class Reads:
+    """What the conditions of a bucket can read: attribute names per request
+    root, and whether anything else (owners, other entities, nested records)
+    is read. The decision cache keys on these; `opaque` makes a bucket
+    uncacheable."""
+
+    principal: frozenset[str] = frozenset()
+    resource: frozenset[str] = frozenset()
+    context: frozenset[str] = frozenset()
+    opaque: bool = False
+
+    def union(self, other: Reads) -> Reads:
+        return Reads(
+            self.principal | other.principal,
+            self.resource | other.resource,
+            self.context | other.context,
+            self.opaque or other.opaque,
+        )
+
+
+def reads_of(*exprs: ir.Expr | None) -> Reads:
+    found: dict[str, set[str]] = {
+        "principal": set(),
+        "resource": set(),
+        "context": set(),
+    }
+    opaque = any(_collect_reads(e, found) for e in exprs if e is not None)
+    return Reads(
+        frozenset(found["principal"]),
+        frozenset(found["resource"]),
+        frozenset(found["context"]),
+        opaque,
+    )
+
+
+def _collect_reads(expr: ir.Expr, found: dict[str, set[str]]) -> bool:
+    """Adds the attributes read to `found`; true when the expression reads
+    something a key of attribute values cannot hold: an owner, an entity
+    other than the principal and the resource, or a record as a whole."""
+    if isinstance(expr, ir.GetAttr | ir.Has) and isinstance(expr.obj, ir.RequestRoot):
+        found[expr.obj.name].add(expr.name)
+        return False
+    if isinstance(expr, ir.GetAttr | ir.Has | ir.Owner):
+        return True
+    if isinstance(expr, ir.RequestRoot) and expr.name == "context":
+        return True
+    opaque = False
+    for child in children(expr):
+        opaque = _collect_reads(child, found) or opaque
+    return opaque
+
+
+def walk(expr: ir.Expr | None) -> Iterator[ir.Expr]:
+    """Every node of an expression, risk expressions included."""
+    if expr is None:
+        return
+    stack: list[ir.Expr] = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(children(node))
+
+
+def children(node: ir.Expr) -> tuple[ir.Expr, ...]:
+    if isinstance(node, ir.GetAttr | ir.Owner | ir.EntityId | ir.Has | ir.Is):
+        return (node.obj,)
+    if isinstance(node, ir.Compare | ir.Arith):
+        return (node.left, node.right)
+    if isinstance(node, ir.In):
+        return (node.element, node.container)
+    if isinstance(node, ir.SetLit):
+        return node.items
+    if isinstance(node, ir.Neg | ir.Not):
+        return (node.operand,)
+    if isinstance(node, ir.And | ir.Or):
+        return node.operands
+    if isinstance(node, ir.Matches):
+        return (node.subject,)
+    if isinstance(node, ir.RiskRef):
+        return (node.expr,)
+    return ()
+
+
+# ---- cost ---------------------------------------------------------------------
+
+
+def cost(expr: ir.Expr) -> int:
+    """A rough count of the work an expression does; the order of `and`/`or`
+    operands follows it. Delegation facts and fallbacks to the interpreter are
+    dearer than reading an attribute."""
+    if isinstance(expr, ir.Const | ir.ActionValue):
+        return 0
+    if isinstance(expr, ir.RequestRoot | ir.ActionIn | ir.Is):
+        return 1 + sum(cost(c) for c in children(expr))
+    if isinstance(expr, ir.GetAttr | ir.Has):
+        return 1 + cost(expr.obj)
+    if isinstance(expr, ir.Compare | ir.Not | ir.And | ir.Or | ir.RiskRef):
+        return 1 + sum(cost(c) for c in children(expr))
+    if isinstance(expr, ir.Arith | ir.Neg | ir.Grants | ir.Via | ir.DelegationFact):
+        return 3 + sum(cost(c) for c in children(expr))
+    return 5 + sum(cost(c) for c in children(expr))
+
+
+# ---- compiling expressions to closures ----------------------------------------
+
+
+class ExprCompiler:
+    """Compiles IR expressions to closures over `Env`, sharing one memo slot
+    for every expression that occurs in more than one place."""
+
+    def __init__(self, shared: Mapping[ir.Expr, int]) -> None:
+        self.shared = shared
+        self._done: dict[ir.Expr, Fn] = {}
+
+    def compile(self, expr: ir.Expr) -> Fn:
+        done = self._done.get(expr)
+        if done is not None:
+            return done
+        fn = self._build(expr)
+        slot = self.shared.get(expr)
+        if slot is not None:
+            fn = _memoized(slot, fn)
+        self._done[expr] = fn
+        return fn
+
+    def _build(self, expr: ir.Expr) -> Fn:
+        if isinstance(expr, ir.Const):
+            return _const(expr.value)
+        if isinstance(expr, ir.GetAttr) and isinstance(expr.obj, ir.RequestRoot):
+            return _root_attr(expr.obj.name, expr.name, path_text(expr))
+        if isinstance(expr, ir.Compare):
+            return self._compare(expr)
+        if isinstance(expr, ir.And):
+            return _and(self._ordered(expr.operands))
+        if isinstance(expr, ir.Or):
+            return _or(self._ordered(expr.operands))
+        if isinstance(expr, ir.Not):
+            return _not(self.compile(expr.operand))
+        if isinstance(expr, ir.RiskRef):
+            return self.compile(expr.expr)
+        if isinstance(expr, ir.Arith):
+            return _arith(expr.op, self.compile(expr.left), self.compile(expr.right))
+        if isinstance(expr, ir.Grants):
+            return _grants(expr.scope)
+        if isinstance(expr, ir.Via):
+            return _via(expr.types)
+        if isinstance(expr, ir.ActionIn):
+            return _action_in(expr.actions)
+        if (
+            isinstance(expr, ir.Is)
+            and isinstance(expr.obj, ir.RequestRoot)
+            and (expr.obj.name != "context")
+        ):
+            return _root_is(expr.obj.name, expr.types)
+        return _fallback(expr)
+
+    def _ordered(self, operands: Sequence[ir.Expr]) -> tuple[tuple[int, Fn], ...]:
+        ranked = sorted(enumerate(operands), key=lambda item: (cost(item[1]), item[0]))
+        return tuple((index, self.compile(operand)) for index, operand in ranked)
+
+    def _compare(self, expr: ir.Compare) -> Fn:
+        left, right = self.compile(expr.left), self.compile(expr.right)
+        if isinstance(expr.right, ir.Const):
+            fast = _compare_const(expr.op, left, expr.right.value)
+            if fast is not None:
+                return fast
+        return _compare(expr.op, left, right)
+
+
+def _memoized(slot: int, fn: Fn) -> Fn:
+    def memo(env: Env) -> Result:
+        memo = env.memo
+        value: Result = memo.get(slot, _UNSET)
+        if value is _UNSET:
+            value = memo[slot] = fn(env)
+        return value
+
+    return memo
+
+
+def _const(value: ir.Value) -> Fn:
+    def const(env: Env) -> Result:
+        return value
+
+    return const
+
+
+def _root_attr(root: str, name: str, path: str) -> Fn:
+    """`principal.x`, `resource.x`, `context.x`, as `interpret._getattr` reads
+    them (the resource is looked up by reference, so a resource equal to the
+    principal reads the principal's attributes)."""
+    if root == "context":
+
+        def context_attr(env: Env) -> Result:
+            value: Result = env.request.context.get(name, _MISSING)
+            if value is _MISSING:
+                return Err(f"`{path}` is missing (on a record)")
+            if type(value) is Err:
+                return Err(f"`{path}`: {value.message}")
+            return value
+
+        return context_attr
+
+    def entity_attr(env: Env) -> Result:
+        request = env.request
+        entity = request.principal
+        if root == "resource":
+            resource = request.resource
+            if resource.id != entity.id or resource.type != entity.type:
+                entity = resource
+        value: Result = entity.attrs.get(name, _MISSING)
+        if value is _MISSING:
+            return Err(f"`{path}` is missing (on `{entity.type}::{entity.id}`)")
+        if type(value) is Err:
+            return Err(f"`{path}`: {value.message}")
+        return value
+
+    return entity_attr
+
+
+def _compare(op: str, left: Fn, right: Fn) -> Fn:
+    def compare(env: Env) -> Result:
+        a, b = left(env), right(env)
+        if isinstance(a, Err):
+            return a
+        if isinstance(b, Err):
+            return b
+        try:
+            return ops.compare(op, a, b)
+        except ops.OpError as exc:
+            return Err(str(exc))
+
+    return compare
+
+
+def _compare_const(op: str, left: Fn, const: ir.Value) -> Fn | None:
+    """A comparison with a constant on the right: the usual shape of a rule
+    test. The fast case is exactly the one `ops.compare` would take; any
+    other value goes through `ops.compare`."""
+    slow = _compare(op, left, _const(const))
+    order = _ORDER_OPS.get(op)
+    if ops.is_number(const) and order is not None:
+
+        def number_order(env: Env) -> Result:
+            a = left(env)
+            kind = type(a)
+            if kind is int or kind is Decimal:
+                return order(a, const)
+            return slow(env)
+
+        return number_order
+    if isinstance(const, ir.Label) and order is not None:
+        rank, label_order = const.rank, const.order
+
+        def label_order_test(env: Env) -> Result:
+            a = left(env)
+            if type(a) is ir.Label and a.order == label_order:
+                return order(a.rank, rank)
+            return slow(env)
+
+        return label_order_test
+    if isinstance(const, str | bool) and op in ("==", "!="):
+        exact = type(const)
+        equal = op == "=="
+
+        def scalar_equal(env: Env) -> Result:
+            a = left(env)
+            if type(a) is exact:
+                return (a == const) is equal
+            return slow(env)
+
+        return scalar_equal
+    return None
+
+
+def _and(operands: tuple[tuple[int, Fn], ...]) -> Fn:
+    def and_(env: Env) -> Result:
+        error: Result = None  # type: ignore[assignment]
+        first = len(operands)
+        for index, fn in operands:
+            value = fn(env)
+            if value is False:
+                return False
+            if value is not True and index < first:
+                error, first = truth(value), index
+        return True if error is None else error
+
+    return and_
+
+
+def _or(operands: tuple[tuple[int, Fn], ...]) -> Fn:
+    def or_(env: Env) -> Result:
+        error: Result = None  # type: ignore[assignment]
+        first = len(operands)
+        for index, fn in operands:
+            value = fn(env)
+            if value is True:
+                return True
+            if value is not False and index < first:
+                error, first = truth(value), index
+        return False if error is None else error
+
+    return or_
+
+
+def _not(operand: Fn) -> Fn:
+    def not_(env: Env) -> Result:
+        value = operand(env)
+        if value is True:
+            return False
+        if value is False:
+            return True
+        return truth(value)
+
+    return not_
+
+
+_EXACT_OPS: Mapping[str, Callable[[Any, Any], Decimal]] = {
+    "+": ops._EXACT.add,
+    "-": ops._EXACT.subtract,
+    "*": ops._EXACT.multiply,
+}
+_INT_OPS: Mapping[str, Callable[[int, int], int]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+}
+
+
+def _arith(op: str, left: Fn, right: Fn) -> Fn:
+    """Exact arithmetic; the fast cases are the ones `ops.arith` computes the
+    same way (ints stay ints, a decimal in the mix goes through the exact
+    context), everything else is `ops.arith` itself."""
+    exact, whole = _EXACT_OPS[op], _INT_OPS[op]
+
+    def arith(env: Env) -> Result:
+        a, b = left(env), right(env)
+        ta, tb = type(a), type(b)
+        if (ta is Decimal or ta is int) and (tb is Decimal or tb is int):
+            if ta is int and tb is int:
+                return whole(a, b)  # type: ignore[arg-type]
+            try:
+                return exact(a, b)
+            except decimal.DecimalException:
+                return Err("decimal result is too long to be exact")
+        if isinstance(a, Err):
+            return a
+        if isinstance(b, Err):
+            return b
+        try:
+            return ops.arith(op, a, b)
+        except ops.OpError as exc:
+            return Err(str(exc))
+
+    return arith
+
+
+def _grants(scope: str) -> Fn:
+    def grants(env: Env) -> Result:
+        return env.facts.grants(scope)
+
+    return grants
+
+
+def _via(types: frozenset[str]) -> Fn:
+    def via(env: Env) -> Result:
+        return env.facts.via(types)
+
+    return via
+
+
+def _action_in(actions: frozenset[str]) -> Fn:
+    seen: dict[str, bool] = {}
+
+    def action_in(env: Env) -> Result:
+        action = env.request.action
+        found = seen.get(action)
+        if found is None:
+            found = seen[action] = any(
+                action == a or action.startswith(a + ".") for a in actions
+            )
+        return found
+
+    return action_in
+
+
+def _root_is(root: str, types: frozenset[str]) -> Fn:
+    def is_(env: Env) -> Result:
+        entity = env.request.principal if root == "principal" else env.request.resource
+        return entity.type in types
+
+    return is_
+
+
+def _fallback(expr: ir.Expr) -> Fn:
+    def interpreted(env: Env) -> Result:
+        return interpret.evaluate(expr, env)
+
+    return interpreted
+
+
+# ---- rules, buckets, the tree ---------------------------------------------------
+
+
+@attrs.frozen
+class CompiledRule:
+    index: int  # position in the policy set's rules
+    id: str
+    effect: str
+    condition: Fn | None = attrs.field(eq=False, repr=False)
+    cost: int
+    has_obligations: bool
+
+
+@attrs.frozen
+class Test:
+    """A sub-expression several rules share, computed once per request."""
+
+    slot: int
+    expr: ir.Expr
+    cost: int
+
+
+@attrs.frozen
+class Core:
+    """Everything compiled from a policy set's content, independent of which
+    `PolicySet` object it came from; cached by content hash."""
+
+    policy_hash: str
+    rule_ids: tuple[str, ...]
+    rules: tuple[CompiledRule, ...]
+    tests: tuple[Test, ...]
+    by_action: Mapping[str | None, tuple[int, ...]]
+    by_principal: Mapping[str | None, tuple[int, ...]]
+    by_resource: Mapping[str | None, tuple[int, ...]]
+    reads: tuple[Reads, ...]
+
+
+def _index(
+    rules: Sequence[ir.Rule], pick: Callable[[ir.Rule], frozenset[str] | None]
+) -> dict[str | None, tuple[int, ...]]:
+    out: dict[str | None, list[int]] = {}
+    for i, rule in enumerate(rules):
+        names = pick(rule)
+        for name in names if names is not None else (None,):
+            out.setdefault(name, []).append(i)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _shared(rules: Sequence[ir.Rule]) -> dict[ir.Expr, int]:
+    """Sub-expressions worth a memo slot: those found in two or more rules,
+    or twice in one, that do more than read an attribute."""
+    counts: dict[ir.Expr, int] = {}
+    for rule in rules:
+        for node in walk(rule.condition):
+            if isinstance(node, ir.Compare | ir.Arith | ir.RiskRef | ir.And | ir.Or):
+                counts[node] = counts.get(node, 0) + 1
+            elif isinstance(node, ir.Matches | ir.In | ir.DelegationFact | ir.Owner):
+                counts[node] = counts.get(node, 0) + 1
+    shared = [expr for expr, n in counts.items() if n > 1]
+    return {expr: slot for slot, expr in enumerate(shared)}
+
+
+def build_core(policy: ir.PolicySet) -> Core:
+    rules = policy.rules
+    shared = _shared(rules)
+    compiler = ExprCompiler(shared)
+    compiled = tuple(
+        CompiledRule(
+            i,
+            rule.id,
+            rule.effect,
+            None if rule.condition is None else compiler.compile(rule.condition),
+            0 if rule.condition is None else cost(rule.condition),
+            bool(rule.obligations),
+        )
+        for i, rule in enumerate(rules)
+    )
+    tests = tuple(Test(slot, expr, cost(expr)) for expr, slot in shared.items())
+    reads = tuple(
+        reads_of(rule.condition, *(a for use in rule.obligations for a in use.args))
+        for rule in rules
+    )
+    log.debug("compiled %d rules, %d shared tests", len(rules), len(tests))
+    return Core(
+        policy.policy_hash,
+        tuple(r.id for r in rules),
+        compiled,
+        tests,
+        _index(rules, lambda r: r.actions),
+        _index(rules, lambda r: r.principal_types),
+        _index(rules, lambda r: r.resource_types),
+        reads,
+    )
+
+
+class Bucket:
+    """The rules whose target holds for one triple, in policy order."""
+
+    __slots__ = ("key", "rules", "entries", "reads")
+
+    def __init__(
+        self,
+        key: Triple,
+        rules: Sequence[ir.Rule],
+        entries: Sequence[CompiledRule],
+        reads: Reads,
+    ) -> None:
+        self.key = key
+        self.rules = tuple(rules)
+        self.entries = tuple(
+            (rule, entry.condition, entry.has_obligations)
+            for rule, entry in zip(rules, entries, strict=True)
+        )
+        self.reads = reads
+
+    def outcome(self, request: Parsed, facts: Facts) -> Outcome:
+        if not self.entries:
+            return EMPTY_OUTCOME
+        env = Env(request, facts)
+        matches: list[Match] = []
+        errors: list[tuple[ir.Rule, str]] = []
+        for rule, condition, has_obligations in self.entries:
+            value = True if condition is None else condition(env)
+            if value is True:
+                if has_obligations:
+                    found = interpret.obligation_values(rule, env)
+                    if isinstance(found, Err):
+                        errors.append((rule, found.message))
+                        continue
+                    matches.append(Match(rule, found))
+                else:
+                    matches.append(Match(rule, {}))
+            elif value is not False:
+                error = truth(value)
+                assert isinstance(error, Err)
+                errors.append((rule, error.message))
+        return Outcome(tuple(matches), tuple(errors))
+
+
+class CompiledPolicy:
+    """The decision tree of one policy set: `outcome` equals
+    `Interpreter(policy).outcome` on every request."""
+
+    def __init__(self, policy: ir.PolicySet, core: Core) -> None:
+        self.policy = policy
+        self.core = core
+        self._buckets: dict[Triple, Bucket] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def policy_hash(self) -> str:
+        return self.core.policy_hash
+
+    def outcome(self, request: Parsed, facts: Facts) -> Outcome:
+        key = (request.action, request.principal.type, request.resource.type)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self.bucket(key)
+        return bucket.outcome(request, facts)
+
+    def bucket(self, key: Triple) -> Bucket:
+        """The bucket for a triple, built on first use. Dict assignment is
+        atomic, so two threads building the same bucket store equal ones."""
+        found = self._buckets.get(key)
+        if found is not None:
+            return found
+        core = self.core
+        action, principal, resource = key
+        wanted = set(core.by_action.get(action, ())) | set(core.by_action.get(None, ()))
+        wanted &= set(core.by_principal.get(principal, ())) | set(
+            core.by_principal.get(None, ())
+        )
+        wanted &= set(core.by_resource.get(resource, ())) | set(
+            core.by_resource.get(None, ())
+        )
+        indices = sorted(wanted)
+        reads = Reads()
+        for i in indices:
+            reads = reads.union(core.reads[i])
+        bucket = Bucket(
+            key,
+            [self.policy.rules[i] for i in indices],
+            [core.rules[i] for i in indices],
+            reads,
+        )
+        if len(self._buckets) < MAX_BUCKETS:
+            self._buckets[key] = bucket
+        return bucket
+
+    def triples(self) -> Iterator[Triple]:
+        """Every declared `(action, principal type, resource type)`."""
+        schema = self.policy.schema
+        types = sorted(schema.entities)
+        for action in sorted(schema.actions):
+            for principal in types:
+                for resource in types:
+                    yield action, principal, resource
+
+    def buckets(self) -> Iterator[Bucket]:
+        """Every non-empty bucket over the declared triples."""
+        for key in self.triples():
+            bucket = self.bucket(key)
+            if bucket.rules:
+                yield bucket
+
+
+# ---- compiling a policy set, with the cache -------------------------------------
+
+COMPILED: CompiledSetCache[Core] = CompiledSetCache(maxsize=64)
+"""Compiled policy sets by content hash, shared by every engine in the process."""
+
+
+def compile_policy(
+    policy: ir.PolicySet, cache: CompiledSetCache[Core] | None = None
+) -> CompiledPolicy:
+    """The decision tree for a policy set. An unchanged policy set (same
+    content hash) reuses the compiled conditions; each call still binds them
+    to this `PolicySet`'s own rules, so decisions name this load's sources."""
+    store = COMPILED if cache is None else cache
+    ids = tuple(r.id for r in policy.rules)
+    key = policy.policy_hash
+    core = store.get(key) if key else None
+    if core is None or core.rule_ids != ids:
+        core = build_core(policy)
+        if key:
+            store.put(key, core)
+    return CompiledPolicy(policy, core)
+
+
+# ---- showing the tree -------------------------------------------------------------
+
+
+def render_expr(expr: ir.Expr | None) -> str:
+    """An expression written back in the language's syntax, for `ripl compile`."""
+    if expr is None:
+        return "true"
+    return _Renderer().render(expr)
+
+
+class _Renderer:
+    def render(self, expr: ir.Expr) -> str:  # noqa: C901 - one case per node
+        if isinstance(expr, ir.Const):
+            return _render_value(expr.value)
+        if isinstance(expr, ir.RequestRoot):
+            return expr.name
+        if isinstance(expr, ir.ActionValue):
+            return "action"
+        if isinstance(expr, ir.GetAttr | ir.Owner | ir.DelegationFact):
+            text = path_text(expr)
+            if isinstance(expr, ir.DelegationFact) and expr.arg is not None:
+                text += f"({expr.arg})"
+            return text
+        if isinstance(expr, ir.EntityId):
+            return f"{self.render(expr.obj)}.id"
+        if isinstance(expr, ir.Has):
+            return f"{self.render(expr.obj)} has {expr.name}"
+        if isinstance(expr, ir.Is):
+            return f"{self.render(expr.obj)} is {' | '.join(sorted(expr.types))}"
+        if isinstance(expr, ir.Compare | ir.Arith):
+            return f"{self._wrap(expr.left)} {expr.op} {self._wrap(expr.right)}"
+        if isinstance(expr, ir.In):
+            return f"{self._wrap(expr.element)} in {self._wrap(expr.container)}"
+        if isinstance(expr, ir.ActionIn):
+            return f"action in [{', '.join(sorted(expr.actions))}]"
+        if isinstance(expr, ir.SetLit):
+            return "[" + ", ".join(self.render(i) for i in expr.items) + "]"
+        if isinstance(expr, ir.Neg):
+            return f"-{self._wrap(expr.operand)}"
+        if isinstance(expr, ir.Not):
+            return f"not {self._wrap(expr.operand)}"
+        if isinstance(expr, ir.And | ir.Or):
+            word = " and " if isinstance(expr, ir.And) else " or "
+            return word.join(self._wrap(o) for o in expr.operands)
+        if isinstance(expr, ir.Matches):
+            return f"{self._wrap(expr.subject)} matches {expr.pattern.source!r}"
+        if isinstance(expr, ir.Grants):
+            return f"delegation.grants({expr.scope})"
+        if isinstance(expr, ir.Via):
+            return f"delegation.via({' | '.join(sorted(expr.types))})"
+        assert isinstance(expr, ir.RiskRef)
+        return expr.name
+
+    def _wrap(self, expr: ir.Expr) -> str:
+        text = self.render(expr)
+        if isinstance(expr, ir.And | ir.Or | ir.Compare | ir.Arith | ir.Not):
+            return f"({text})"
+        return text
+
+
+def _render_value(value: ir.Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, Duration):
+        return f"{value.seconds}s"
+    if isinstance(value, frozenset):
+        return "[" + ", ".join(sorted(_render_value(v) for v in value)) + "]"
+    return str(value)
+
+
+def describe_tree(compiled: CompiledPolicy) -> dict[str, Any]:
+    """The tree as plain data: buckets, the shared tests in each, and the
+    leaves (rules) with their conditions in evaluation cost order."""
+    core = compiled.core
+    slots = {test.expr: test for test in core.tests}
+    buckets = []
+    for bucket in compiled.buckets():
+        used: dict[int, list[str]] = {}
+        for rule in bucket.rules:
+            for node in walk(rule.condition):
+                test = slots.get(node)
+                if test is not None and rule.id not in used.setdefault(test.slot, []):
+                    used[test.slot].append(rule.id)
+        tests = [
+            {
+                "slot": slot,
+                "test": render_expr(core.tests[slot].expr),
+                "cost": core.tests[slot].cost,
+                "rules": ids,
+            }
+            for slot, ids in sorted(used.items())
+            if len(ids) > 1
+        ]
+        action, principal, resource = bucket.key
+        buckets.append(
+            {
+                "action": action,
+                "principal": principal,
+                "resource": resource,
+                "tests": tests,
+                "leaves": [
+                    {
+                        "rule": rule.id,
+                        "effect": rule.effect,
+                        "condition": render_expr(rule.condition),
+                        "cost": 0 if rule.condition is None else cost(rule.condition),
+                    }
+                    for rule in sorted(bucket.rules, key=_leaf_order)
+                ],
+                "cacheable": not bucket.reads.opaque,
+            }
+        )
+    return {
+        "policy_hash": core.policy_hash,
+        "rules": len(core.rules),
+        "shared_tests": len(core.tests),
+        "buckets": buckets,
+    }
+
+
+def _leaf_order(rule: ir.Rule) -> tuple[int, str]:
+    return (-ir.EFFECT_ORDER[rule.effect], rule.id)
+
+
+def render_tree(tree: Mapping[str, Any]) -> str:
+    """`describe_tree` as indented text."""
+    lines = [
+        f"policy {tree['policy_hash']}: {tree['rules']} rules, "
+        f"{len(tree['buckets'])} non-empty buckets, "
+        f"{tree['shared_tests']} shared tests",
+    ]
+    for bucket in tree["buckets"]:
+        lines.append(
+            f"bucket action {bucket['action']} / principal {bucket['principal']}"
+            f" / resource {bucket['resource']}"
+            + ("" if bucket["cacheable"] else "  (not cacheable)")
+        )
+        for test in bucket["tests"]:
+            lines.append(
+                f"  test #{test['slot']} [cost {test['cost']}] {test['test']}"
+                f"  (shared by {', '.join(test['rules'])})"
+            )
+        for leaf in bucket["leaves"]:
+            lines.append(
+                f"  leaf {leaf['effect']} {leaf['rule']} [cost {leaf['cost']}]"
+                f" when {leaf['condition']}"
+            )
+    return "\n".join(lines)
+
+
+def compiled_rules(compiled: CompiledPolicy) -> Iterable[CompiledRule]:
+    return compiled.core.rules
