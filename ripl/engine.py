@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ripl import ir
 from ripl.ast import Duration
@@ -23,6 +23,10 @@ from ripl.delegation import NO_CHAIN, Facts, check_chain, find_root
 from ripl.interpret import Interpreter
 from ripl.modules import load_modules
 from ripl.request import BadRequest, Link, Parsed, parse_request
+
+if TYPE_CHECKING:
+    from ripl.batch import ColumnResult
+    from ripl.cache import CacheStats, DecisionCache
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,7 @@ class Engine:
         clock: Callable[[], datetime] | None = None,
         revoked: Iterable[str] = (),
         revocations: RevocationSource | None = None,
+        decision_cache: int = 0,
     ) -> None:
         if mode not in ("compiled", "reference"):
             raise ValueError(f"unknown mode {mode!r}; use 'compiled' or 'reference'")
@@ -93,6 +98,8 @@ class Engine:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._revoked: set[str] = set(revoked)
         self._revocations = revocations
+        self._revocation_version = getattr(revocations, "version", None)
+        self._decision_cache_size = decision_cache  # 0: no decision cache
         self._lock = threading.Lock()
         self._install(policy)
 
@@ -106,9 +113,11 @@ class Engine:
             evaluator = _compiled_evaluator(policy)
         leeway = policy.options.get("clock_leeway", Duration(0))
         assert isinstance(leeway, Duration)
+        delta = timedelta(seconds=leeway.seconds)
+        decisions = _decision_cache(evaluator, self._decision_cache_size, delta)
         # One tuple, replaced in a single assignment: a decision reads it once
-        # and so never mixes two policy versions.
-        self._state = (policy, evaluator, timedelta(seconds=leeway.seconds))
+        # and so never mixes two policy versions (the decision cache included).
+        self._state = (policy, evaluator, delta, decisions)
 
     @property
     def policy(self) -> ir.PolicySet:
@@ -129,6 +138,9 @@ class Engine:
     def revoke(self, link_id: str) -> None:
         with self._lock:
             self._revoked = self._revoked | {link_id}
+            decisions = self._state[3]
+            if decisions is not None:
+                decisions.clear()
 
     def is_revoked(self, link: Link) -> bool:
         """Revoked here by `revoke`, or in the shared store. The store counts a
@@ -146,12 +158,26 @@ class Engine:
             }
         )
 
+    def _sync_revocations(self, store: RevocationSource) -> None:
+        """A shared store changes behind this engine's back (another engine or
+        process revokes); when its `version` moves, cached decisions go."""
+        version = getattr(store, "version", None)
+        if version == self._revocation_version:
+            return
+        with self._lock:
+            self._revocation_version = version
+            decisions = self._state[3]
+            if decisions is not None:
+                decisions.clear()
+
     # ---- deciding ---------------------------------------------------------------
 
     def decide(self, request: Any) -> Decision:
         """Decide one request (the contract as a mapping or a typed object).
         Never raises: every failure is a deny that says why."""
-        policy, evaluator, leeway = self._state
+        if self._revocations is not None:
+            self._sync_revocations(self._revocations)
+        policy, evaluator, leeway, decisions = self._state
         now = self._clock()
         try:
             parsed = parse_request(request, policy.schema, now)
@@ -167,7 +193,17 @@ class Engine:
                 now,
             )
         try:
-            verdict = decide_parsed(parsed, policy, evaluator, leeway, self.is_revoked)
+            if decisions is None:
+                verdict = decide_parsed(
+                    parsed, policy, evaluator, leeway, self.is_revoked
+                )
+            else:
+                verdict = decisions.decide(
+                    parsed,
+                    lambda p: decide_parsed(
+                        p, policy, evaluator, leeway, self.is_revoked
+                    ),
+                )
         except Exception:
             log.exception("internal error while deciding")
             verdict = deny(
@@ -177,6 +213,17 @@ class Engine:
 
     def decide_batch(self, requests: Iterable[Any]) -> list[Decision]:
         return [self.decide(r) for r in requests]
+
+    def decide_columns(self, columns: Mapping[str, Any]) -> ColumnResult:
+        """Decide a columnar batch (a mapping of numpy arrays); see `ripl.batch`."""
+        from ripl.batch import decide_columns
+
+        return decide_columns(self, columns)
+
+    def cache_stats(self) -> CacheStats | None:
+        """Hit counters of the decision cache, or None when it is off."""
+        decisions = self._state[3]
+        return None if decisions is None else decisions.stats()
 
     def check_request(self, request: Any) -> Parsed:
         """Parse a request strictly, raising `BadRequest` (for the CLI)."""
@@ -217,9 +264,19 @@ def decide_parsed(
     return cap_by_root(own, root_verdict, str(root.ref), definitions)
 
 
+def _decision_cache(
+    evaluator: RuleEvaluator, size: int, leeway: timedelta
+) -> DecisionCache | None:
+    if size <= 0 or not hasattr(evaluator, "bucket"):
+        return None  # the cache keys on the compiled tree's read sets
+    from ripl.cache import DecisionCache
+
+    return DecisionCache(evaluator, size, leeway)  # type: ignore[arg-type]
+
+
 def _compiled_evaluator(policy: ir.PolicySet) -> RuleEvaluator:
     try:
-        from ripl.compile import compile_policy  # type: ignore[import-not-found]
+        from ripl.compile import compile_policy
     except ImportError:
         return Interpreter(policy)
-    return compile_policy(policy)  # type: ignore[no-any-return]
+    return compile_policy(policy)
