@@ -1,0 +1,792 @@
+"""The analysis of one policy set: which rules to compare, which questions to
+ask the solver, and which findings follow.
+
+Rules are compared only when they can meet the same request: every rule
+gets its *reach* (the actions, principal types and resource types its
+target and top-level condition admit) and an index by action finds the
+rules whose reach overlaps. Each question is asked once per rule, with the
+overlapping rules folded into one formula, not once per pair. Answers are
+cached by the content of the rules involved, so identical rules, and rules
+unchanged since a previous run in the same process, are not solved again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import z3
+
+from ripl import ir
+from ripl.analyze.encode import (
+    EFFECT_RANK,
+    GRANTS,
+    OWN,
+    ROOT,
+    Domain,
+    Encoder,
+    RuleTerms,
+    Vars,
+    all_of,
+    any_of,
+    build_domain,
+    covers,
+    effect_of,
+    max_term,
+    negate,
+    scale_for,
+)
+from ripl.analyze.findings import KINDS, Finding, RuleRef, sort_findings
+from ripl.analyze.witness import Observation, Observer, WitnessBuilder
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+TIMEOUT_MS = 5000
+NON_HUMAN = ("agent", "service", "tool", "connector")
+
+
+def content_hash(rule: ir.Rule) -> str:
+    """What a rule means, without its id, location or annotations."""
+    data = canonical(
+        (
+            rule.effect,
+            rule.principal_types,
+            rule.actions,
+            rule.resource_types,
+            rule.condition,
+            rule.obligations,
+            rule.requirements,
+        )
+    )
+    return hashlib.sha256(repr(data).encode()).hexdigest()
+
+
+def canonical(value: Any) -> Any:
+    if isinstance(value, frozenset | set):
+        return ("set", tuple(sorted((canonical(v) for v in value), key=repr)))
+    if isinstance(value, tuple | list):
+        return tuple(canonical(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, canonical(v)) for k, v in value.items()))
+    if attrs.has(type(value)):
+        return (
+            type(value).__name__,
+            *(
+                canonical(getattr(value, f.name))
+                for f in attrs.fields(type(value))
+                if f.name != "span"
+            ),
+        )
+    return repr(value)
+
+
+class SolverCache:
+    """Answers keyed by the content hashes of the rules a question involves
+    and of the schema. Share one across runs to skip unchanged rules."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, ...], Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[str, ...]) -> Any:
+        if key in self.answers:
+            self.hits += 1
+            return self.answers[key]
+        self.misses += 1
+        return None
+
+    def put(self, key: tuple[str, ...], value: Any) -> None:
+        self.answers[key] = value
+
+
+@attrs.frozen
+class Reach:
+    actions: frozenset[str]
+    principals: frozenset[str]
+    resources: frozenset[str]
+
+    def overlaps(self, other: Reach) -> bool:
+        return bool(
+            self.actions & other.actions
+            and self.principals & other.principals
+            and self.resources & other.resources
+        )
+
+    def within(self, other: Reach) -> bool:
+        return (
+            self.actions <= other.actions
+            and self.principals <= other.principals
+            and self.resources <= other.resources
+        )
+
+
+def conjuncts(expr: ir.Expr | None) -> list[ir.Expr]:
+    if expr is None:
+        return []
+    if isinstance(expr, ir.And):
+        return [c for op in expr.operands for c in conjuncts(op)]
+    return [expr]
+
+
+def reach_of(rule: ir.Rule, domain: Domain, principals: frozenset[str]) -> Reach:
+    actions = frozenset(domain.actions)
+    if rule.actions is not None:
+        actions &= rule.actions
+    who = (
+        principals
+        if rule.principal_types is None
+        else (principals & rule.principal_types)
+    )
+    what = (
+        domain.resources
+        if rule.resource_types is None
+        else (domain.resources & rule.resource_types)
+    )
+    for part in conjuncts(rule.condition):
+        if isinstance(part, ir.ActionIn):
+            actions = frozenset(
+                a for a in actions if any(covers(g, a) for g in part.actions)
+            )
+        elif (
+            isinstance(part, ir.Compare)
+            and part.op == "=="
+            and isinstance(part.left, ir.ActionValue)
+            and isinstance(part.right, ir.Const)
+        ):
+            actions &= {str(part.right.value)}
+        elif isinstance(part, ir.Is) and isinstance(part.obj, ir.RequestRoot):
+            if part.obj.name == "principal":
+                who &= part.types
+            elif part.obj.name == "resource":
+                what &= part.types
+    return Reach(actions, who, what)
+
+
+def stronger(a: ir.Rule, b: ir.Rule) -> bool:
+    return EFFECT_RANK[a.effect] > EFFECT_RANK[b.effect]
+
+
+def same_contribution(rule: ir.Rule, other: ir.Rule) -> bool:
+    """`other` gives at least what `rule` gives when both match."""
+    if rule.effect != other.effect:
+        return False
+    if rule.effect == "restrict":
+        key = sorted(repr(canonical(o)) for o in rule.obligations)
+        return key == sorted(repr(canonical(o)) for o in other.obligations)
+    if rule.effect == "step_up":
+        return set(rule.requirements) <= set(other.requirements)
+    return True
+
+
+class Analysis:
+    def __init__(
+        self,
+        policy: ir.PolicySet,
+        *,
+        cache: SolverCache | None = None,
+        progress: Progress | None = None,
+        timeout_ms: int = TIMEOUT_MS,
+    ) -> None:
+        self.policy = policy
+        self.cache = cache if cache is not None else SolverCache()
+        self.progress = progress
+        self.domain = build_domain([policy])
+        self.v = Vars(self.domain, scale_for([policy]))
+        self.encoder = Encoder(policy, self.v)
+        self.rules = list(policy.rules)
+        self.by_id = {r.id: r for r in self.rules}
+        self.hash = {r.id: content_hash(r) for r in self.rules}
+        self.schema_hash = hashlib.sha256(
+            repr(canonical(policy.schema)).encode()
+        ).hexdigest()
+        self.humans = self.domain.humans()
+        self.reach = {
+            r.id: reach_of(r, self.domain, self.domain.principals) for r in self.rules
+        }
+        self.root_reach = {
+            r.id: reach_of(r, self.domain, self.humans) for r in self.rules
+        }
+        self.own: dict[str, RuleTerms] = {}
+        self.root: dict[str, RuleTerms] = {}
+        for rule in self.rules:
+            self.own[rule.id] = self.encoder.rule(rule, OWN)
+            if self.root_reach[rule.id].principals:
+                self.root[rule.id] = self.encoder.rule(rule, ROOT)
+        self.index = self._index(self.reach)
+        self.root_index = self._index(self.root_reach)
+        self.solver = z3.Solver()
+        self.solver.set("timeout", timeout_ms)
+        self.solver.add(self.v.axioms())
+        self.solver.add(self.v.closing_axioms())
+        self.builder = WitnessBuilder(self.v, (policy.schema,))
+        self.observer = Observer(policy)
+        self.unconfirmed = 0
+        log.debug(
+            "encoded %d rules over %d variables", len(self.rules), len(self.v.values)
+        )
+
+    # ---- plumbing ---------------------------------------------------------------
+
+    def _index(self, reach: Mapping[str, Reach]) -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for rule in self.rules:
+            for action in reach[rule.id].actions:
+                index.setdefault(action, []).append(rule.id)
+        return index
+
+    def overlapping(
+        self, rule_id: str, *, root: bool = False, within: Reach | None = None
+    ) -> list[ir.Rule]:
+        reach = within or self.reach[rule_id]
+        index = self.root_index if root else self.index
+        reaches = self.root_reach if root else self.reach
+        if root:
+            reach = Reach(reach.actions, self.humans, reach.resources)
+        seen: set[str] = set()
+        out: list[ir.Rule] = []
+        for action in sorted(reach.actions):
+            for other in index.get(action, ()):
+                if other in seen or (other == rule_id and not root):
+                    continue
+                seen.add(other)
+                if reaches[other].overlaps(reach):
+                    out.append(self.by_id[other])
+        return out
+
+    def check(self, *formulas: z3.BoolRef) -> tuple[str, z3.ModelRef | None]:
+        result = self.solver.check(*formulas)
+        if result == z3.sat:
+            return "sat", self.solver.model()
+        return ("unsat" if result == z3.unsat else "unknown"), None
+
+    def confirm(
+        self, model: z3.ModelRef, claim: Callable[[Observation], bool]
+    ) -> dict[str, Any] | None:
+        request = self.builder.build(model)
+        observation = self.observer.observe(request)
+        if observation is not None and observation.chain_ok and claim(observation):
+            return request
+        self.unconfirmed += 1
+        log.warning("a witness did not reproduce in the engine: %s", request)
+        return None
+
+    def observe(self, request: Mapping[str, Any]) -> Observation | None:
+        return self.observer.observe(request)
+
+    def exact(self, *rules: ir.Rule) -> bool:
+        return all(self.own[r.id].exact for r in rules)
+
+    def ref(self, rule: ir.Rule) -> RuleRef:
+        return RuleRef(rule.id, rule.span)
+
+    def finding(
+        self,
+        code: str,
+        message: str,
+        rules: Sequence[ir.Rule],
+        *,
+        witness: Mapping[str, Any] | None = None,
+        hint: str | None = None,
+        notes: Sequence[tuple[str, Any]] = (),
+        decision: str | None = None,
+        exact: bool | None = None,
+    ) -> Finding:
+        return Finding(
+            code,
+            message,
+            tuple(self.ref(r) for r in rules),
+            KINDS[code].severity,
+            self.exact(*rules) if exact is None else exact,
+            witness,
+            decision,
+            hint,
+            tuple(notes),
+        )
+
+    # ---- the whole run ------------------------------------------------------------
+
+    def run(self) -> list[Finding]:
+        findings: list[Finding] = []
+        total = len(self.rules)
+        for done, rule in enumerate(self.rules, 1):
+            findings.extend(self.rule_findings(rule))
+            if self.progress is not None:
+                self.progress(done, total)
+        log.debug(
+            "analysis: %d findings, cache %d hits / %d misses, %d "
+            "unconfirmed witnesses",
+            len(findings),
+            self.cache.hits,
+            self.cache.misses,
+            self.unconfirmed,
+        )
+        return sort_findings(findings)
+
+    def rule_findings(self, rule: ir.Rule) -> list[Finding]:
+        terms = self.own[rule.id]
+        status, model = self.check(terms.matches)
+        if status == "unsat":
+            return [self.finding("unsatisfiable", self._unsat_message(rule), [rule])]
+        if status != "sat" or model is None:
+            return []
+        out: list[Finding] = []
+        out.extend(self.always_true(rule))
+        if rule.effect != "allow":
+            out.extend(self.unguarded(rule))
+        shadow = self.shadowed(rule, model)
+        if shadow is not None:
+            return [*out, shadow]
+        if rule.effect in GRANTS:
+            out.extend(self.conflicts(rule))
+        redundant = self.redundant(rule)
+        if redundant is not None:
+            out.append(redundant)
+        if rule.effect in GRANTS and self._non_human(self.reach[rule.id]):
+            out.extend(self.drift(rule))
+        return out
+
+    def _non_human(self, reach: Reach) -> frozenset[str]:
+        return frozenset(
+            t for t in reach.principals if self.domain.kinds.get(t) in NON_HUMAN
+        )
+
+    # ---- single-rule questions ---------------------------------------------------
+
+    def _unsat_message(self, rule: ir.Rule) -> str:
+        if rule.condition is None:
+            return f"rule `{rule.id}` can never match: its target admits no request"
+        status, _ = self.check(self.own[rule.id].target)
+        if status == "unsat":
+            return f"rule `{rule.id}` can never match: its target admits no request"
+        return f"rule `{rule.id}` can never match: its condition never holds"
+
+    def always_true(self, rule: ir.Rule) -> list[Finding]:
+        terms = self.own[rule.id]
+        if rule.condition is None:
+            if (rule.actions, rule.principal_types, rule.resource_types) == (
+                None,
+                None,
+                None,
+            ):
+                return [
+                    self.finding(
+                        "always-true",
+                        f"rule `{rule.id}` ({rule.effect}) applies to "
+                        "every request: it has no target and no condition",
+                        [rule],
+                        hint="name the principals, actions or resources it is for",
+                    )
+                ]
+            return []
+        key = ("always", self.schema_hash, self.hash[rule.id])
+        answer = self.cache.get(key)
+        if answer is None:
+            answer, _ = self.check(terms.target, negate(terms.matches))
+            self.cache.put(key, answer)
+        if answer != "unsat":
+            return []
+        return [
+            self.finding(
+                "always-true",
+                f"the condition of rule `{rule.id}` ({rule.effect}) "
+                "always holds where its target applies",
+                [rule],
+                hint="the condition tests nothing; drop it or say what was meant",
+            )
+        ]
+
+    def unguarded(self, rule: ir.Rule) -> list[Finding]:
+        terms = self.own[rule.id]
+        status, model = self.check(terms.errs)
+        if status != "sat" or model is None:
+            return []
+        witness = self.confirm(model, lambda o: o.erred(rule.id) and o.effect == "deny")
+        if witness is None:
+            return []
+        observation = self.observe(witness)
+        why = observation.errors.get(rule.id, "") if observation else ""
+        return [
+            self.finding(
+                "unguarded-optional",
+                f"{rule.effect} rule `{rule.id}` errs when {why or 'a value is absent'}"
+                ", and an erring rule makes the decision deny",
+                [rule],
+                witness=witness,
+                decision="deny",
+                hint="guard the read with `has`, e.g. `resource has x and "
+                "resource.x …`, or make the attribute required",
+            )
+        ]
+
+    # ---- against the overlapping rules ------------------------------------------
+
+    def shadowed(self, rule: ir.Rule, example: z3.ModelRef) -> Finding | None:
+        if rule.effect == "deny":
+            return None
+        others = self.overlapping(rule.id)
+        over = [o for o in others if stronger(o, rule)]
+        blockers = [o for o in others if o.effect != "allow"]
+        if not over and not blockers:
+            return None
+        overridden = any_of(
+            [
+                *(self.own[o.id].matches for o in over),
+                *(self.own[o.id].errs for o in blockers),
+            ]
+        )
+        key = (
+            "shadow",
+            self.schema_hash,
+            self.hash[rule.id],
+            *sorted(self.hash[o.id] + o.effect for o in {*over, *blockers}),
+        )
+        answer = self.cache.get(key)
+        if answer is None:
+            answer, _ = self.check(self.own[rule.id].matches, negate(overridden))
+            self.cache.put(key, answer)
+        if answer != "unsat":
+            return None
+        status, model = self.check(self.own[rule.id].matches)
+        witness = None
+        winners: list[ir.Rule] = []
+        if status == "sat" and model is not None:
+            winners = [
+                o
+                for o in over
+                if z3.is_true(model.eval(self.own[o.id].matches, model_completion=True))
+            ]
+            winners += [
+                o
+                for o in blockers
+                if o not in winners
+                and z3.is_true(model.eval(self.own[o.id].errs, model_completion=True))
+            ]
+            rank = EFFECT_RANK[rule.effect]
+            witness = self.confirm(
+                model,
+                lambda o: (
+                    o.matched(rule.id)
+                    and (o.own_effect is not None and EFFECT_RANK[o.own_effect] > rank)
+                ),
+            )
+        names = ", ".join(f"`{o.id}`" for o in (winners or over or blockers)[:3])
+        return self.finding(
+            "shadowed",
+            f"rule `{rule.id}` ({rule.effect}) can never change a "
+            f"decision: wherever it matches, a stronger rule decides ({names})",
+            [rule, *(winners or over or blockers)[:3]],
+            witness=witness,
+            notes=[
+                (f"`{o.id}` ({o.effect}) overrides it", o.span)
+                for o in (winners or over or blockers)[:3]
+            ],
+            hint="remove the rule, or narrow the rule that overrides it",
+        )
+
+    def conflicts(self, rule: ir.Rule) -> list[Finding]:
+        remaining = [
+            o for o in self.overlapping(rule.id) if o.effect in ("deny", "step_up")
+        ]
+        out: list[Finding] = []
+        mine = self.own[rule.id].matches
+        while remaining:
+            status, model = self.check(
+                mine, any_of(self.own[o.id].matches for o in remaining)
+            )
+            if status != "sat" or model is None:
+                break
+            hits = [
+                o
+                for o in remaining
+                if z3.is_true(model.eval(self.own[o.id].matches, model_completion=True))
+            ]
+            if not hits:
+                break
+            remaining = [o for o in remaining if o not in hits]
+            for other in hits:
+                witness = self.confirm(model, _both_match(rule.id, other.id))
+                if witness is None and self.exact(rule, other):
+                    continue
+                out.append(
+                    self.finding(
+                        "conflict",
+                        f"rules `{rule.id}` ({rule.effect}) and "
+                        f"`{other.id}` ({other.effect}) both match some requests; "
+                        f"`{other.id}` wins there",
+                        [rule, other],
+                        witness=witness,
+                        decision=other.effect,
+                        notes=[(f"`{other.id}` ({other.effect}) is here", other.span)],
+                    )
+                )
+        return out
+
+    def redundant(self, rule: ir.Rule) -> Finding | None:
+        reach = self.reach[rule.id]
+        candidates = [
+            o
+            for o in self.overlapping(rule.id)
+            if same_contribution(rule, o) and reach.within(self.reach[o.id])
+        ]
+        if not candidates:
+            return None
+        key = (
+            "redundant",
+            self.schema_hash,
+            self.hash[rule.id],
+            *sorted(self.hash[o.id] for o in candidates),
+        )
+        cached = self.cache.get(key)
+        covering: list[str] | None = cached
+        if covering is None:
+            covering = self._covering(rule, candidates)
+            self.cache.put(key, covering)
+        by_hash = {self.hash[o.id]: o for o in candidates}
+        covers_ = [by_hash[h] for h in covering if h in by_hash]
+        if not covers_:
+            return None
+        cover = sorted(covers_, key=lambda o: o.id)[0]
+        mutual = self.reach[cover.id].within(reach) and self._covering(
+            cover, [rule]
+        ) == [self.hash[rule.id]]
+        if mutual and rule.id < cover.id:
+            return None
+        if mutual:
+            message = (
+                f"rules `{cover.id}` and `{rule.id}` ({rule.effect}) match "
+                f"exactly the same requests; `{rule.id}` is redundant"
+            )
+        else:
+            message = (
+                f"rule `{rule.id}` ({rule.effect}) is redundant: every "
+                f"request it matches is also matched by `{cover.id}`"
+            )
+        return self.finding(
+            "redundant",
+            message,
+            [rule, cover],
+            notes=[(f"`{cover.id}` covers it", cover.span)],
+            hint="remove one of the two rules",
+        )
+
+    def _covering(self, rule: ir.Rule, candidates: Sequence[ir.Rule]) -> list[str]:
+        remaining = list(candidates)
+        mine = self.own[rule.id].matches
+        while remaining:
+            status, model = self.check(
+                mine, any_of(negate(self.own[o.id].matches) for o in remaining)
+            )
+            if status == "unsat":
+                return [self.hash[o.id] for o in remaining]
+            if status != "sat" or model is None:
+                return []
+            remaining = [
+                o
+                for o in remaining
+                if not z3.is_false(
+                    model.eval(self.own[o.id].matches, model_completion=True)
+                )
+            ]
+        return []
+
+    # ---- privilege drift ------------------------------------------------------------
+
+    def decision_terms(
+        self, rule: ir.Rule
+    ) -> tuple[z3.ArithRef, z3.ArithRef, z3.ArithRef]:
+        """(own effect, root effect, final effect) over requests `rule` reaches."""
+        mine = [rule, *self.overlapping(rule.id)]
+        own = effect_of([(r, self.own[r.id]) for r in mine])
+        roots = [r for r in self.overlapping(rule.id, root=True) if r.id in self.root]
+        root = effect_of([(r, self.root[r.id]) for r in roots])
+        final = z3.If(self.v.has_root(), max_term(own, root), own)
+        return own, root, final
+
+    def drift(self, rule: ir.Rule) -> list[Finding]:
+        out: list[Finding] = []
+        found = self.escalation(rule)
+        if found is not None:
+            out.append(found)
+        out.extend(self.beyond_scope(rule))
+        found = self.blanket(rule)
+        if found is not None:
+            out.append(found)
+        return out
+
+    def _non_human_term(self) -> z3.BoolRef:
+        return self.v.kind_is("p", NON_HUMAN)
+
+    def escalation(self, rule: ir.Rule) -> Finding | None:
+        rank = EFFECT_RANK[rule.effect]
+        own, root, final = self.decision_terms(rule)
+        status, model = self.check(
+            self.own[rule.id].matches, self._non_human_term(), own == rank, root > own
+        )
+        if status != "sat" or model is None:
+            return None
+        witness = self.confirm(
+            model,
+            lambda o: (
+                o.matched(rule.id)
+                and o.own_effect == rule.effect
+                and o.root_effect is not None
+                and EFFECT_RANK[o.root_effect] > rank
+                and "escalation" in o.decision.reason_codes
+            ),
+        )
+        if witness is None and self.exact(rule):
+            return None
+        effective, _ = self.check(self.own[rule.id].matches, own == rank, final == rank)
+        who = witness["principal"]["type"] if witness else "a non-human identity"
+        action = witness["action"] if witness else "its actions"
+        root_effect = None
+        if witness is not None:
+            observation = self.observe(witness)
+            root_effect = observation.root_effect if observation else None
+        tail = (
+            "; the rule never takes effect"
+            if effective == "unsat"
+            else "; the engine caps the decision there"
+        )
+        return self.finding(
+            "escalation",
+            f"rule `{rule.id}` grants `{who}` `{action}` where its "
+            f"root human gets {root_effect or 'a stronger effect'}{tail}",
+            [rule],
+            witness=witness,
+            decision=root_effect,
+            hint="grant the root human the same, or narrow the rule to where "
+            "the root is granted",
+        )
+
+    def beyond_scope(self, rule: ir.Rule) -> list[Finding]:
+        out: list[Finding] = []
+        checked = [
+            p.scope for p in conjuncts(rule.condition) if isinstance(p, ir.Grants)
+        ]
+        if not checked:
+            return out
+        outside = all_of(
+            negate(self.v.action_in([a for a in self.domain.actions if covers(s, a)]))
+            for s in checked
+        )
+        status, model = self.check(self.own[rule.id].matches, outside)
+        if status != "sat" or model is None:
+            return out
+        scopes = ", ".join(f"`{s}`" for s in checked)
+        witness = self.confirm(
+            model,
+            lambda o: (
+                o.matched(rule.id)
+                and not any(covers(s, str(o.action)) for s in checked)
+            ),
+        )
+        if witness is None and self.exact(rule):
+            return out
+        action = witness["action"] if witness else "an action"
+        out.append(
+            self.finding(
+                "beyond-scope",
+                f"rule `{rule.id}` grants `{action}`, outside the "
+                f"scope {scopes} that its `delegation.grants` test checks",
+                [rule],
+                witness=witness,
+                hint="test the scope of each action the rule grants, e.g. "
+                "`delegation.grants(…)` for the rule's own actions",
+            )
+        )
+        return out
+
+    def blanket(self, rule: ir.Rule) -> Finding | None:
+        reach = self.reach[rule.id]
+        agents = self._non_human(reach)
+        terms = self.own[rule.id]
+        base = [terms.matches, self.v.type_in("p", agents)]
+        what: str | None = None
+        if (
+            rule.actions is None
+            and len(self.domain.actions) > 1
+            and reach.actions == frozenset(self.domain.actions)
+        ):
+            if all(
+                self.check(*base, self.v.action_in([a]))[0] == "sat"
+                for a in self.domain.actions
+            ):
+                what = "every action"
+        if (
+            what is None
+            and rule.resource_types is None
+            and len(self.domain.resources) > 1
+            and reach.resources == self.domain.resources
+        ):
+            if all(
+                self.check(*base, self.v.type_in("r", [t]))[0] == "sat"
+                for t in sorted(self.domain.resources)
+            ):
+                what = "every resource type"
+        witness = None
+        if what is None:
+            found = self._unbounded_label(rule, base)
+            if found is None:
+                return None
+            what, witness = found
+        who = ", ".join(f"`{t}`" for t in sorted(agents))
+        return self.finding(
+            "blanket-grant",
+            f"rule `{rule.id}` ({rule.effect}) grants non-human {who} {what}",
+            [rule],
+            witness=witness,
+            hint="name the actions and resources the identity needs, and bound "
+            "the sensitivity it may reach",
+        )
+
+    def _unbounded_label(
+        self, rule: ir.Rule, base: list[z3.BoolRef]
+    ) -> tuple[str, dict[str, Any]] | None:
+        for rtype in sorted(self.reach[rule.id].resources):
+            entity = self.policy.schema.entities.get(rtype)
+            if entity is None:
+                continue
+            for name, spec in entity.attrs.fields:
+                if not isinstance(spec.type, ir.LabelType) or spec.optional:
+                    continue
+                order = self.policy.schema.labels[spec.type.order]
+                top = len(order.labels) - 1
+                term = self.v.value("r", (name,), spec.type)
+                status, model = self.check(
+                    *base, self.v.type_in("r", [rtype]), term == top
+                )
+                if status != "sat" or model is None:
+                    continue
+                witness = self.confirm(model, lambda o: o.matched(rule.id))
+                if witness is None:
+                    continue
+                label = order.labels[top]
+                return (
+                    f"`{rtype}` resources up to `{name}` `{label}` (no bound on "
+                    f"`{order.name}`)",
+                    witness,
+                )
+        return None
+
+
+def _both_match(a: str, b: str) -> Callable[[Observation], bool]:
+    return lambda o: o.matched(a) and o.matched(b)
+
+
+def analyze_policy(
+    policy: ir.PolicySet,
+    *,
+    cache: SolverCache | None = None,
+    progress: Progress | None = None,
+) -> list[Finding]:
+    return Analysis(policy, cache=cache, progress=progress).run()
+
+
+def rules_of(findings: Iterable[Finding]) -> set[str]:
+    return {r.id for f in findings for r in f.rules}

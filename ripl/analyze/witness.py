@@ -1,0 +1,426 @@
+"""z3 models → concrete requests in the contract's shape, and the check that
+a request really shows what a finding claims.
+
+A witness is only ever reported after `observe` has run it through the
+reference engine (and, to see which rules matched, the reference
+interpreter on the same parsed request). A witness that does not reproduce
+is a bug in the encoding; the analyzer drops it and logs it at warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import attrs
+import z3
+
+from ripl import ir
+from ripl.analyze.encode import Vars, literal_value
+from ripl.decision import Decision, Verdict, combine
+from ripl.delegation import NO_CHAIN, check_chain, find_root
+from ripl.engine import Engine
+from ripl.interpret import Interpreter, Scope, evaluate_rule, target_holds
+from ripl.request import BadRequest, Err, Parsed, parse_request
+
+log = logging.getLogger(__name__)
+
+NOW = "2026-01-01T00:00:00Z"
+EXPIRES = "2026-01-02T00:00:00Z"
+FRESH_IDS = {"p": "p-1", "r": "r-1", "o": "o-1", "root": "h-1"}
+
+
+# ---- building -------------------------------------------------------------------
+
+
+def _decimal(value: Any, unit: int) -> Decimal:
+    exact = Fraction(value) / unit
+    return _fraction_decimal(exact)
+
+
+def _fraction_decimal(value: Fraction) -> Decimal:
+    result = Decimal(value.numerator) / Decimal(value.denominator)
+    return (
+        result.normalize()
+        if result != result.to_integral_value()
+        else Decimal(int(result))
+    )
+
+
+class WitnessBuilder:
+    """Reads one model; the request it builds satisfies every formula the
+    model satisfies, given the domain's assumptions."""
+
+    def __init__(self, variables: Vars, schemas: tuple[ir.Schema, ...]) -> None:
+        self.v = variables
+        self.schemas = schemas
+
+    def _entity_def(self, name: str) -> ir.EntityDef | None:
+        for schema in self.schemas:
+            if name in schema.entities:
+                return schema.entities[name]
+        return None
+
+    def _label_name(self, order: str, rank: int) -> str:
+        for schema in self.schemas:
+            if order in schema.labels:
+                labels = schema.labels[order].labels
+                return labels[max(0, min(rank, len(labels) - 1))]
+        return str(rank)
+
+    def build(self, model: z3.ModelRef) -> dict[str, Any]:
+        v = self.v
+        d = v.domain
+
+        def val(term: Any) -> Any:
+            return literal_value(term, model)
+
+        ptype = d.types[val(v.ptype)]
+        rtype = d.types[val(v.rtype)]
+        action = d.actions[val(v.action)]
+        otype_index = val(v.slot_types["o"])
+        root_index = val(v.slot_types["root"])
+        otype = d.types[otype_index] if 0 <= otype_index < len(d.types) else None
+        roottype = d.types[root_index] if 0 <= root_index < len(d.types) else None
+        depth = val(v.depth) or 0
+        kind = d.kinds.get(ptype)
+        has_root = kind not in (None, "human")
+        owner_present = bool(val(v.owner_present)) and has_root and otype is not None
+
+        ids = self._ids(model)
+        types = {"p": ptype, "r": rtype, "o": otype, "root": roottype}
+        if (
+            has_root
+            and depth == 0
+            and otype is not None
+            and d.kinds.get(otype) == "human"
+        ):
+            ids["root"], types["root"] = ids["o"], otype
+        attrs_of = {
+            slot: self._attrs(model, slot, types[slot])
+            for slot in ("p", "r", "o", "root")
+        }
+        attrs_of["ctx"] = self._attrs(model, "ctx", None)
+        self._merge_same_refs(types, ids, attrs_of)
+
+        principal: dict[str, Any] = {
+            "type": ptype,
+            "id": ids["p"],
+            "attrs": attrs_of["p"],
+        }
+        entities: list[dict[str, Any]] = []
+        if owner_present and otype is not None:
+            principal["owner"] = {"type": otype, "id": ids["o"]}
+            owner: dict[str, Any] = {
+                "type": otype,
+                "id": ids["o"],
+                "attrs": attrs_of["o"],
+            }
+            if d.kinds.get(otype) not in (None, "human") and roottype is not None:
+                owner["owner"] = {"type": roottype, "id": ids["root"]}
+            entities.append(owner)
+        root_needed = roottype is not None and (
+            depth >= 1
+            or (has_root and (otype is None or d.kinds.get(otype) != "human"))
+        )
+        if (
+            root_needed
+            and roottype is not None
+            and not (owner_present and (otype, ids["o"]) == (roottype, ids["root"]))
+        ):
+            entities.append(
+                {"type": roottype, "id": ids["root"], "attrs": attrs_of["root"]}
+            )
+        request: dict[str, Any] = {
+            "principal": principal,
+            "action": action,
+            "resource": {"type": rtype, "id": ids["r"], "attrs": attrs_of["r"]},
+            "context": attrs_of["ctx"],
+            "now": NOW,
+        }
+        if depth >= 1 and roottype is not None:
+            request["delegation"] = self._chain(
+                model, depth, roottype, ids["root"], ptype, ids["p"]
+            )
+        if entities:
+            request["entities"] = entities
+        return request
+
+    def _ids(self, model: z3.ModelRef) -> dict[str, str]:
+        v = self.v
+        ids: dict[str, str] = {}
+        taken: set[str] = set()
+        for slot in ("p", "r", "o", "root"):
+            if slot in v.used_ids:
+                value = literal_value(v.ids[slot], model)
+                ids[slot] = value if isinstance(value, str) else FRESH_IDS[slot]
+                taken.add(ids[slot])
+        for slot in ("p", "r", "o", "root"):
+            if slot not in ids:
+                fresh = FRESH_IDS[slot]
+                while fresh in taken:
+                    fresh += "x"
+                ids[slot] = fresh
+                taken.add(fresh)
+        # The owner and the root name one entity when the model says so.
+        same = literal_value(v.ids["o"], model) == literal_value(v.ids["root"], model)
+        if same and ("o" in v.used_ids) != ("root" in v.used_ids):
+            shared = ids["o"] if "o" in v.used_ids else ids["root"]
+            ids["o"] = ids["root"] = shared
+        return ids
+
+    def _spec(self, slot: str, typ: str | None, first: str) -> ir.AttrSpec | None:
+        if slot == "ctx":
+            for schema in self.schemas:
+                spec = schema.context.get(first)
+                if spec is not None:
+                    return spec
+            return None
+        entity = self._entity_def(typ) if typ else None
+        return entity.attrs.get(first) if entity else None
+
+    def _attrs(self, model: z3.ModelRef, slot: str, typ: str | None) -> dict[str, Any]:
+        v = self.v
+        out: dict[str, Any] = {}
+        leaves: list[tuple[tuple[str, ...], Any]] = []
+        for (s, path, type_name), term in v.values.items():
+            if s == slot:
+                leaves.append((path, (type_name, term)))
+        for (s, path, element), term in v.members.items():
+            if s == slot:
+                value = v.member_values[(s, path, element)]
+                leaves.append((path, ("#member", value, term)))
+        for path, payload in sorted(leaves, key=lambda x: x[0]):
+            spec = self._spec(slot, typ, path[0])
+            if spec is None:
+                continue
+            field_path = [p for p in path if not p.startswith("#")]
+            specs = self._walk_specs(spec, field_path)
+            if specs is None:
+                continue
+            if not all(
+                self._present(model, slot, tuple(field_path[: i + 1]), s)
+                for i, s in enumerate(specs)
+            ):
+                continue
+            self._place(out, field_path, path, payload, specs[-1].type, model)
+        return out
+
+    def _walk_specs(
+        self, first: ir.AttrSpec, path: list[str]
+    ) -> list[ir.AttrSpec] | None:
+        specs = [first]
+        for name in path[1:]:
+            current = specs[-1].type
+            if not isinstance(current, ir.RecordType):
+                return None
+            nxt = current.get(name)
+            if nxt is None:
+                return None
+            specs.append(nxt)
+        return specs
+
+    def _present(
+        self, model: z3.ModelRef, slot: str, path: tuple[str, ...], spec: ir.AttrSpec
+    ) -> bool:
+        if not spec.optional:
+            return True
+        term = self.v.presence.get((slot, path))
+        return term is not None and literal_value(term, model) is True
+
+    def _place(
+        self,
+        out: dict[str, Any],
+        field_path: list[str],
+        path: tuple[str, ...],
+        payload: Any,
+        typ: ir.Type,
+        model: z3.ModelRef,
+    ) -> None:
+        target = out
+        for name in field_path[:-1]:
+            target = target.setdefault(name, {})
+        leaf = field_path[-1]
+        if payload[0] == "#member":
+            _, element, term = payload
+            items = target.setdefault(leaf, [])
+            if literal_value(term, model) is True and isinstance(items, list):
+                items.append(element)
+            return
+        _, term = payload
+        raw = literal_value(term, model)
+        if path[-1] == "#type":
+            ref = target.setdefault(leaf, {})
+            ref["type"] = (
+                self.v.domain.types[raw]
+                if isinstance(raw, int) and 0 <= raw < len(self.v.domain.types)
+                else "?"
+            )
+            return
+        if path[-1] == "#id":
+            target.setdefault(leaf, {})["id"] = raw
+            return
+        target[leaf] = self._json_value(raw, typ)
+
+    def _json_value(self, raw: Any, typ: ir.Type) -> Any:
+        if typ == ir.DECIMAL:
+            return _decimal(raw, self.v.unit)
+        if isinstance(typ, ir.LabelType):
+            return self._label_name(typ.order, int(raw))
+        return raw
+
+    def _merge_same_refs(
+        self,
+        types: Mapping[str, str | None],
+        ids: Mapping[str, str],
+        attrs_of: dict[str, dict[str, Any]],
+    ) -> None:
+        slots = ("p", "r", "o", "root")
+        for a in slots:
+            for b in slots:
+                if a < b and types[a] and (types[a], ids[a]) == (types[b], ids[b]):
+                    merged = {**attrs_of[a], **attrs_of[b]}
+                    attrs_of[a] = attrs_of[b] = merged
+
+    def _chain(
+        self,
+        model: z3.ModelRef,
+        depth: int,
+        roottype: str,
+        root_id: str,
+        ptype: str,
+        principal_id: str,
+    ) -> list[dict[str, Any]]:
+        v = self.v
+        scopes = [
+            g for g, term in v.inscope.items() if literal_value(term, model) is True
+        ]
+        members = [t for t, term in v.mid.items() if literal_value(term, model) is True]
+        while len(members) < depth - 1:
+            members.append(ptype)
+        hops = [(roottype, root_id)]
+        hops += [(t, f"m-{i + 1}") for i, t in enumerate(members[: depth - 1])]
+        hops.append((ptype, principal_id))
+        links: list[dict[str, Any]] = []
+        for i in range(len(hops) - 1):
+            link: dict[str, Any] = {
+                "from": {"type": hops[i][0], "id": hops[i][1]},
+                "to": {"type": hops[i + 1][0], "id": hops[i + 1][1]},
+                "scopes": scopes,
+                "expires": EXPIRES,
+                "id": f"d-{i}",
+            }
+            links.append(link)
+        first = links[0]
+        if literal_value(v.purpose_present, model) is True:
+            first["purpose"] = literal_value(v.purpose, model)
+        limits = {}
+        for name, (present, value) in sorted(v.limits.items()):
+            if literal_value(present, model) is True:
+                limits[name] = _decimal(literal_value(value, model), v.unit)
+        if limits:
+            first["limits"] = limits
+        return links
+
+
+# ---- observing ------------------------------------------------------------------
+
+
+@attrs.frozen
+class Observation:
+    """What the reference engine decides for a request, and which rules
+    matched or erred for the principal (`own`) and for its root."""
+
+    decision: Decision
+    own: Mapping[str, str]
+    root: Mapping[str, str] | None
+    own_effect: str | None
+    root_effect: str | None
+    chain_ok: bool
+    errors: Mapping[str, str]
+    action: str | None = None
+
+    @property
+    def effect(self) -> str:
+        return self.decision.effect
+
+    def matched(self, rule_id: str) -> bool:
+        return self.own.get(rule_id) == "match"
+
+    def erred(self, rule_id: str) -> bool:
+        return self.own.get(rule_id) == "error"
+
+
+class Observer:
+    def __init__(self, policy: ir.PolicySet) -> None:
+        self.policy = policy
+        self.engine = Engine(
+            policy, mode="reference", clock=lambda: datetime(2026, 1, 1, tzinfo=UTC)
+        )
+        self.interpreter = Interpreter(policy)
+
+    def observe(self, request: Mapping[str, Any]) -> Observation | None:
+        decision = self.engine.decide(request)
+        schema = self.policy.schema
+        try:
+            parsed = parse_request(request, schema, datetime(2026, 1, 1, tzinfo=UTC))
+        except BadRequest:
+            return Observation(decision, {}, None, None, None, False, {})
+        failures, facts = check_chain(parsed, schema)
+        own, errors = self._statuses(parsed, facts)
+        own_verdict = self._verdict(parsed, facts)
+        root_entity, missing = find_root(parsed, schema, facts)
+        root: dict[str, str] | None = None
+        root_effect: str | None = None
+        if (
+            root_entity is not None
+            and missing is None
+            and (root_entity.ref != parsed.principal.ref)
+        ):
+            as_root = Parsed(
+                root_entity,
+                parsed.action,
+                parsed.resource,
+                parsed.context,
+                None,
+                (),
+                parsed.entities,
+                parsed.now,
+            )
+            root, _ = self._statuses(as_root, NO_CHAIN)
+            root_effect = self._verdict(as_root, NO_CHAIN).effect
+        return Observation(
+            decision,
+            own,
+            root,
+            own_verdict.effect,
+            root_effect,
+            not failures and missing is None,
+            errors,
+            parsed.action,
+        )
+
+    def _statuses(
+        self, parsed: Parsed, facts: Any
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        scope = Scope(parsed, facts)
+        out: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for rule in self.policy.rules:
+            if not target_holds(rule, parsed):
+                continue
+            result = evaluate_rule(rule, scope)
+            if isinstance(result, Err):
+                out[rule.id] = "error"
+                errors[rule.id] = result.message
+            elif result is not None:
+                out[rule.id] = "match"
+        return out, errors
+
+    def _verdict(self, parsed: Parsed, facts: Any) -> Verdict:
+        outcome = self.interpreter.outcome(parsed, facts)
+        return combine(outcome, self.policy.schema.obligations)
