@@ -677,9 +677,19 @@ class CompiledPolicy:
                 for resource in types:
                     yield action, principal, resource
 
-    def buckets(self) -> Iterator[Bucket]:
-        """Every non-empty bucket over the declared triples."""
+    def buckets(self, identities_only: bool = False) -> Iterator[Bucket]:
+        """Every non-empty bucket over the declared triples; with
+        `identities_only`, principal types without an identity kind are left
+        out unless a rule names them as its principal."""
+        named = {t for r in self.policy.rules for t in r.principal_types or ()}
+        entities = self.policy.schema.entities
         for key in self.triples():
+            if (
+                identities_only
+                and entities[key[1]].kind is None
+                and (key[1] not in named)
+            ):
+                continue
             bucket = self.bucket(key)
             if bucket.rules:
                 yield bucket
@@ -781,17 +791,23 @@ def _render_value(value: ir.Value) -> str:
 
 
 def describe_tree(compiled: CompiledPolicy) -> dict[str, Any]:
-    """The tree as plain data: buckets, the shared tests in each, and the
-    leaves (rules) with their conditions in evaluation cost order."""
+    """The tree as plain data: buckets (principal types that are identities,
+    or that a rule names), the tests their rules share, and the leaves, the
+    strongest effect first. Arithmetic inside a shared risk score is not
+    listed apart from the score."""
     core = compiled.core
     slots = {test.expr: test for test in core.tests}
     buckets = []
-    for bucket in compiled.buckets():
+    for bucket in compiled.buckets(identities_only=True):
         used: dict[int, list[str]] = {}
         for rule in bucket.rules:
             for node in walk(rule.condition):
                 test = slots.get(node)
-                if test is not None and rule.id not in used.setdefault(test.slot, []):
+                if (
+                    test is not None
+                    and not isinstance(node, ir.Arith)
+                    and rule.id not in used.setdefault(test.slot, [])
+                ):
                     used[test.slot].append(rule.id)
         tests = [
             {
