@@ -415,3 +415,19 @@ def fmt_command(paths: tuple[Path, ...], check_only: bool) -> None:
         click.echo(
             f"{len(files)} file{'s' if len(files) != 1 else ''} already formatted"
         )
+
+
+@main.command("compile")
+@paths_argument
+@format_option("text", "json")
+def compile_command(paths: tuple[Path, ...], fmt: str) -> None:
+    """Show the decision tree: buckets by (action, principal type, resource
+    type), the tests their rules share, and the leaves with rule ids."""
+    from ripl.compile import compile_policy, describe_tree, render_tree
+
+    policy = load_or_exit(paths, fmt)
+    tree = describe_tree(compile_policy(policy))
+    if fmt == "json":
+        click.echo(json.dumps(tree, indent=2))
+    else:
+        click.echo(render_tree(tree))
