@@ -61,7 +61,7 @@ def check_chain(
     principal = request.principal
     kind = schema.entities[principal.type].kind
     failures = list(request.link_errors)
-    if chain is None:
+    if not chain:  # no chain, or only malformed links
         if failures:
             return failures, NO_CHAIN
         if kind == "agent":
