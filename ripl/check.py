@@ -419,7 +419,16 @@ class Checker:
 
     def resolve_type(self, mod: str, node: ast.TypeExpr) -> ir.Type:
         if isinstance(node, ast.SetType):
-            return ir.SetType(self.resolve_type(mod, node.element))
+            element = self.resolve_type(mod, node.element)
+            if isinstance(element, ir.RecordType):
+                # A request's records cannot be set members; every request
+                # carrying one would fail, so the schema is refused instead.
+                _fail(
+                    "a set cannot hold records",
+                    node.element.span,
+                    "declare the fields a rule needs as attributes of their own",
+                )
+            return ir.SetType(element)
         if isinstance(node, ast.RecordType):
             fields = []
             for decl in node.attrs:
