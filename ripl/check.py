@@ -12,10 +12,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import NoReturn
+
+import cachetools
 
 from ripl import ast, ir, ops
 from ripl.errors import CheckError, Diagnostic
@@ -93,6 +96,9 @@ class Checker:
         self.risks: dict[str, ir.RiskRef] = {}
         self.risk_stack: list[str] = []
         self.broken_risks: set[str] = set()
+        self._import_cache: dict[str, list[tuple[str, frozenset[str] | None]]] = {}
+        self._groups: set[str] | None = None
+        self._under: dict[str, frozenset[str]] = {}
         self.visible: dict[str, set[str] | None] = {}
 
     # ---- reporting --------------------------------------------------------
@@ -120,16 +126,17 @@ class Checker:
     # ---- visibility --------------------------------------------------------
 
     def _imports(self, module: str) -> list[tuple[str, frozenset[str] | None]]:
-        out = []
-        for item in self.modules[module].syntax.items:
-            if isinstance(item, ast.Import):
-                names = (
-                    None
-                    if item.names is None
-                    else frozenset(i.name for i in item.names)
-                )
-                out.append((item.module.text, names))
-        return out
+        found = self._import_cache.get(module)
+        if found is None:
+            found = []
+            for item in self.modules[module].syntax.items:
+                if isinstance(item, ast.Import):
+                    names = None
+                    if item.names is not None:
+                        names = frozenset(i.name for i in item.names)
+                    found.append((item.module.text, names))
+            self._import_cache[module] = found
+        return found
 
     def sees(self, module: str, owner: str, name: str) -> bool:
         """Whether a name declared in module `owner` is visible in `module`."""
@@ -556,12 +563,24 @@ class Checker:
             "unknown-action",
         )
 
+    def actions_under(self, name: str) -> frozenset[str]:
+        found = self._under.get(name)
+        if found is None:
+            found = self._under[name] = frozenset(
+                a for a in self.actions if a == name or a.startswith(name + ".")
+            )
+        return found
+
     def schema_groups(self) -> set[str]:
-        groups: set[str] = set()
-        for name in self.actions:
-            parts = name.split(".")
-            groups.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-        return groups
+        """Every declared action and every dotted prefix of one; computed once,
+        after the schema is collected."""
+        if self._groups is None:
+            groups: set[str] = set()
+            for name in self.actions:
+                parts = name.split(".")
+                groups.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            self._groups = groups
+        return self._groups
 
     def expr(self, node: ast.Expr, env: _Env) -> ir.Expr:
         method = getattr(self, "visit_" + type(node).__name__)
@@ -961,9 +980,7 @@ class Checker:
             for dotted in node.actions:
                 name = dotted.text
                 if name in self.actions or name in self.schema_groups():
-                    found |= {
-                        a for a in self.actions if a == name or a.startswith(name + ".")
-                    }
+                    found |= self.actions_under(name)
                 else:
                     self.error(
                         "unknown-action",
@@ -1258,9 +1275,26 @@ def _diag_order(d: Diagnostic) -> tuple[str, int, int]:
     return d.span.file, d.span.line, d.span.column
 
 
+_checked: cachetools.LRUCache[tuple[tuple[str, str, str], ...], ir.PolicySet] = (
+    cachetools.LRUCache(16)
+)
+_checked_lock = threading.Lock()
+
+
 def check_modules(modules: Sequence[LoadedModule]) -> ir.PolicySet:
-    """Raises `CheckError` with every problem found."""
-    return Checker(modules).run()
+    """Raises `CheckError` with every problem found.
+
+    A policy set is immutable, so the same modules (names, files and texts)
+    are checked once; reloading an unchanged set costs a lookup."""
+    key = tuple(sorted((m.name, m.file, m.text) for m in modules))
+    with _checked_lock:
+        found = _checked.get(key)
+    if found is not None:
+        return found
+    policy = Checker(modules).run()
+    with _checked_lock:
+        _checked[key] = policy
+    return policy
 
 
 # ---- type relations -------------------------------------------------------------

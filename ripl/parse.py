@@ -9,6 +9,7 @@ is then measured with an explicit stack. Every lark error is re-raised as a
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 import re
 import threading
@@ -19,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
+import cachetools
 import lark
 from lark import Token, v_args
 from lark.exceptions import (
@@ -159,9 +161,8 @@ class _Builder(Transformer_NonRecursive):  # type: ignore[type-arg]
         raise _Fail("syntax", message, span, hint)
 
     # -- names
-    @v_args(meta=True)
-    def name(self, meta: Meta, c: Children) -> ast.Ident:
-        return ast.Ident(str(c[0]), self.tspan(c[0]))
+    def NAME(self, tok: Token) -> ast.Ident:  # noqa: N802 (a terminal callback)
+        return ast.Ident(str(tok), self.tspan(tok))
 
     @v_args(meta=True)
     def dotted(self, meta: Meta, c: Children) -> ast.Dotted:
@@ -208,7 +209,7 @@ class _Builder(Transformer_NonRecursive):  # type: ignore[type-arg]
 
     @v_args(meta=True)
     def var(self, meta: Meta, c: Children) -> ast.Var:
-        return ast.Var(str(c[0]), self.span(meta))
+        return ast.Var(c[0].name, self.span(meta))
 
     def paren(self, c: Children) -> ast.Expr:
         return c[0]  # type: ignore[no-any-return]
@@ -696,8 +697,27 @@ def check_nesting(tree: lark.Tree[Token], file: str, limit: int = MAX_NESTING) -
 # ---- entry point -------------------------------------------------------------
 
 
+_parsed: cachetools.LRUCache[tuple[str, str], ast.Module] = cachetools.LRUCache(256)
+_parsed_lock = threading.Lock()
+
+
 def parse_source(text: str, file: str = "<text>") -> ast.Module:
-    """Parse one policy file. Raises `ParseError` and nothing else."""
+    """Parse one policy file. Raises `ParseError` and nothing else.
+
+    The AST is immutable, so an unchanged file (same name, same text) is
+    parsed once and then served from a bounded cache."""
+    key = (file, hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    with _parsed_lock:
+        found = _parsed.get(key)
+    if found is not None:
+        return found
+    module = _parse_uncached(text, file)
+    with _parsed_lock:
+        _parsed[key] = module
+    return module
+
+
+def _parse_uncached(text: str, file: str) -> ast.Module:
     try:
         with _lock:
             _comments.clear()

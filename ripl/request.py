@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -459,13 +459,13 @@ def _link(data: Any, index: int, schema: ir.Schema) -> Link | str:
 def as_mapping(request: Any) -> Mapping[str, Any]:
     """Accept the contract as a mapping, or a typed object that converts to one."""
     if _is_map(request):
-        return request
+        return cast(Mapping[str, Any], request)
     for method in ("to_dict", "to_json"):
         convert_ = getattr(request, method, None)
         if callable(convert_):
             data = convert_()
             if _is_map(data):
-                return data
+                return cast(Mapping[str, Any], data)
     if attrs.has(type(request)):
         return attrs.asdict(request)
     raise BadRequest("a request must be an object (a mapping)")
