@@ -618,6 +618,13 @@ class Bucket:
         return Outcome(tuple(matches), tuple(errors))
 
 
+def _targets(rule: ir.Rule, principal: str, resource: str) -> bool:
+    types = rule.principal_types
+    if types is not None and principal not in types:
+        return False
+    return rule.resource_types is None or resource in rule.resource_types
+
+
 class CompiledPolicy:
     """The decision tree of one policy set: `outcome` equals
     `Interpreter(policy).outcome` on every request."""
@@ -647,14 +654,11 @@ class CompiledPolicy:
             return found
         core = self.core
         action, principal, resource = key
-        wanted = set(core.by_action.get(action, ())) | set(core.by_action.get(None, ()))
-        wanted &= set(core.by_principal.get(principal, ())) | set(
-            core.by_principal.get(None, ())
+        rules = self.policy.rules
+        candidates = core.by_action.get(action, ()) + core.by_action.get(None, ())
+        indices = sorted(
+            i for i in candidates if _targets(rules[i], principal, resource)
         )
-        wanted &= set(core.by_resource.get(resource, ())) | set(
-            core.by_resource.get(None, ())
-        )
-        indices = sorted(wanted)
         reads = Reads()
         for i in indices:
             reads = reads.union(core.reads[i])
