@@ -1,8 +1,10 @@
 """The runtime layer around the engine: signed delegation chains, revocation,
-short-lived credentials and the tamper-evident audit log.
+short-lived credentials, the tamper-evident audit log, tool-call guards, hot
+reload and dry-run (shadow) decisions.
 
 Nothing here evaluates policy; these pieces produce what a request carries
-(`delegation`) and keep what a decision leaves behind (audit records).
+(`delegation`), enforce what a decision says before a tool runs, and keep what
+a decision leaves behind (audit records).
 """
 
 from __future__ import annotations
@@ -37,13 +39,32 @@ from ripl.runtime.errors import (
     TokenExchangeError,
     UnknownCredentialError,
 )
+from ripl.runtime.guard import (
+    ChainRejectedError,
+    Enforcement,
+    Guard,
+    GuardError,
+    GuardStats,
+    Obligation,
+    ObligationRefused,
+    Permit,
+    StepUpRequiredError,
+    ToolCall,
+    ToolDeniedError,
+    default_request,
+    redact,
+    request_with_chain,
+    strip_secrets,
+)
 from ripl.runtime.identity import Identity, IdentityLike, escape_text
+from ripl.runtime.reload import ReloadingEngine, ReloadStatus
 from ripl.runtime.revocation import (
     MemoryRevocationStore,
     RevocationCheck,
     RevocationStore,
     SqliteRevocationStore,
 )
+from ripl.runtime.shadow import ShadowEngine, ShadowStats
 from ripl.runtime.tokens import (
     MAX_LEEWAY,
     MAX_LINKS,
@@ -72,6 +93,7 @@ __all__ = [
     "AuditLog",
     "AuditRecord",
     "AuditVerification",
+    "ChainRejectedError",
     "Checkpoint",
     "ConfigurationError",
     "Credential",
@@ -82,6 +104,10 @@ __all__ = [
     "CredentialScopeError",
     "DelegationChain",
     "DelegationError",
+    "Enforcement",
+    "Guard",
+    "GuardError",
+    "GuardStats",
     "Identity",
     "IdentityLike",
     "KeyResolver",
@@ -89,29 +115,43 @@ __all__ = [
     "MalformedTokenError",
     "MemoryCredentialBroker",
     "MemoryRevocationStore",
+    "Obligation",
+    "ObligationRefused",
+    "Permit",
     "Redemption",
     "RejectedChain",
+    "ReloadStatus",
+    "ReloadingEngine",
     "RevocationCheck",
     "RevocationError",
     "RevocationStore",
     "RiplRuntimeError",
+    "ShadowEngine",
+    "ShadowStats",
     "SqliteRevocationStore",
     "StaticKeyResolver",
+    "StepUpRequiredError",
     "SubjectResolver",
     "TokenExchangeError",
+    "ToolCall",
+    "ToolDeniedError",
     "UnknownCredentialError",
     "VerifiedChain",
     "attenuate",
     "canonical_json",
     "chain_from_token_exchange",
     "covers",
+    "default_request",
     "escape_text",
     "format_time",
     "grant",
     "parse_chain",
     "parse_json",
     "parse_time",
+    "redact",
     "render_record",
+    "request_with_chain",
+    "strip_secrets",
     "typed_subject",
     "verify",
 ]
