@@ -48,7 +48,7 @@ def line_of(body: str, needle: str, *, header: str = HEADER) -> tuple[int, int]:
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
-# ---- one table row per check error ---------------------------------------------
+# ---- one table row per check error ----
 
 CHECK_ERRORS = [
     pytest.param(
@@ -317,7 +317,7 @@ def test_a_group_named_where_one_action_is_needed_is_an_error() -> None:
     assert found.hint == "to test the group, write `action in docs`"
 
 
-# ---- modules ----------------------------------------------------------------------
+# ---- modules ----
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -404,7 +404,7 @@ def test_empty_policy_folder_is_an_error_not_an_empty_policy(tmp_path: Path) -> 
     assert info.value.diagnostics[0].message == "no policy files found"
 
 
-# ---- golden error messages -----------------------------------------------------------
+# ---- golden error messages ----
 
 
 def _golden_cases() -> list[str]:

@@ -44,7 +44,7 @@ def parse_error(text: str) -> ParseError:
     return info.value
 
 
-# ---- literals -----------------------------------------------------------------------
+# ---- literals ----
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ def test_spans_are_one_based_and_cover_the_token() -> None:
     assert rule.id.span.end_column == 7 + len("small_refunds")
 
 
-# ---- malformed input ----------------------------------------------------------------
+# ---- malformed input ----
 
 
 @pytest.mark.parametrize(
