@@ -8,6 +8,7 @@ The compiled evaluator must agree with it on every input.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -248,7 +249,15 @@ def _matches(expr: ir.Matches, scope: Scope) -> Result:
         return value
     if not isinstance(value, str):
         return Err(f"`matches` needs a string, got {ops.describe(value)}")
+    if _DOT_SEGMENT.search(value):
+        # `/workspace/../etc` is not under `/workspace`, but no pattern can see
+        # that; a path that is not resolved is an error, which fails closed
+        # under `not` and in deny rules alike.
+        return Err(f"path `{value}` has `.` or `..` segments; resolve it first")
     return expr.pattern.match(value)
+
+
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
 
 
 def _grants(expr: ir.Grants, scope: Scope) -> Result:

@@ -132,11 +132,6 @@ def test_mcp_workspace_pattern_is_anchored_and_segment_wise(
     assert engine.decide(_mcp_read(path)).effect == effect
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="patterns cannot reject a `..` segment at any depth; the adapter must "
-    "resolve paths first (examples/mcp-filesystem/NOTES.md, item 4)",
-)
 def test_mcp_deep_parent_segment_is_refused() -> None:
     engine = _engine(EXAMPLES / "mcp-filesystem")
     decision = engine.decide(_mcp_read("/workspace/a/b/c/../../../../etc/passwd"))
