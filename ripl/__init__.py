@@ -9,7 +9,7 @@ happen now. Load a policy set, build an engine, decide requests:
 from __future__ import annotations
 
 from ripl.decision import Decision, RuleRef
-from ripl.engine import Engine, load, load_policy
+from ripl.engine import Engine, load, load_or_deny, load_policy
 from ripl.errors import (
     CheckError,
     CompileError,
@@ -42,5 +42,6 @@ __all__ = [
     "SourceError",
     "UsageError",
     "load",
+    "load_or_deny",
     "load_policy",
 ]

@@ -20,6 +20,7 @@ from ripl.ast import Duration
 from ripl.check import check_modules
 from ripl.decision import Decision, Outcome, Verdict, cap_by_root, combine, deny
 from ripl.delegation import NO_CHAIN, Facts, check_chain, find_root
+from ripl.errors import RiplError
 from ripl.interpret import Interpreter
 from ripl.modules import load_modules
 from ripl.request import BadRequest, Link, Parsed, parse_request
@@ -78,6 +79,19 @@ def load(
     return Engine(load_policy(*sources, text=text), mode=mode, **options)
 
 
+def load_or_deny(*sources: PolicySource, **options: Any) -> Engine:
+    """Like `load`, for an application that must start anyway: when the policy
+    set cannot be read, parsed or checked, the error is logged and the engine
+    denies everything (`policy_not_loaded`). A broken file never means that
+    the rest of the set, or nothing at all, is enforced."""
+    try:
+        return load(*sources, **options)
+    except (RiplError, OSError, ValueError) as exc:
+        log.error("policy set not loaded, denying every request: %s", exc)
+        mode = options.get("mode", "compiled")
+        return Engine.failed(str(exc), mode=mode)
+
+
 class Engine:
     """Decides requests against one policy set. Thread-safe: the policy set
     is immutable and swapped whole by `replace`."""
@@ -101,7 +115,16 @@ class Engine:
         self._revocation_version = getattr(revocations, "version", None)
         self._decision_cache_size = decision_cache  # 0: no decision cache
         self._lock = threading.Lock()
+        self._unloaded: str | None = None  # why no policy set is loaded
         self._install(policy)
+
+    @classmethod
+    def failed(cls, reason: str, **options: Any) -> Engine:
+        """An engine whose policy set could not be loaded: it denies every
+        request with `policy_not_loaded`, never falls back to allowing."""
+        engine = cls(_EMPTY_POLICY, **options)
+        engine._unloaded = reason
+        return engine
 
     # ---- the policy set -----------------------------------------------------
 
@@ -131,6 +154,7 @@ class Engine:
         """Swap in a new policy set atomically."""
         with self._lock:
             self._install(policy)
+            self._unloaded = None
         log.debug("engine now serves %s", policy.policy_hash)
 
     # ---- revocation -----------------------------------------------------------
@@ -179,6 +203,10 @@ class Engine:
             self._sync_revocations(self._revocations)
         policy, evaluator, leeway, decisions = self._state
         now = self._clock()
+        if self._unloaded is not None:
+            return Decision.from_verdict(
+                deny(f"policy_not_loaded: {self._unloaded}"), policy.policy_hash, now
+            )
         try:
             parsed = parse_request(request, policy.schema, now)
         except BadRequest as exc:
@@ -280,3 +308,22 @@ def _compiled_evaluator(policy: ir.PolicySet) -> RuleEvaluator:
     except ImportError:
         return Interpreter(policy)
     return compile_policy(policy)
+
+
+_EMPTY_POLICY = ir.PolicySet(
+    schema=ir.Schema(
+        entities={},
+        actions=frozenset(),
+        groups=frozenset(),
+        labels={},
+        context=ir.RecordType(()),
+        obligations={},
+        requirements=frozenset(),
+    ),
+    rules=(),
+    risks={},
+    tests=(),
+    options={},
+    sources={},
+    policy_hash="sha256:" + "0" * 64,
+)
