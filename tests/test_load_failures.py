@@ -113,3 +113,13 @@ def test_replacing_a_failed_engine_serves_the_new_policy(policy_dir: Path) -> No
     assert engine.decide(_write("/tmp/x")).reason_codes == ("policy_not_loaded",)
     engine.replace(ripl.load_policy(policy_dir))
     assert engine.decide(_write("/tmp/x")).effect == "allow"
+
+
+def test_a_policy_path_that_cannot_be_read_is_a_load_failure(policy_dir: Path) -> None:
+    """Works as root too: a folder where a policy file should be."""
+    (policy_dir / "guard.ripl").unlink()
+    (policy_dir / "guard.ripl").mkdir()
+    with pytest.raises(ripl.CheckError, match="expected a file, found a folder"):
+        ripl.load(policy_dir)
+    decision = ripl.load_or_deny(policy_dir).decide(_write("/tmp/x"))
+    assert decision.reason_codes == ("policy_not_loaded",)
