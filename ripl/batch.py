@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 EFFECTS = ("allow", "restrict", "step_up", "deny")
 DENY = ir.EFFECT_ORDER["deny"]
 MAX_ID_LENGTH = 4096
+MIN_GROUP = 8
+"""Smaller groups are decided row by row: numpy's per-call cost dominates."""
 
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
 Vec: TypeAlias = tuple[Any, BoolArray]
@@ -107,6 +109,8 @@ def _typed_column(data: Any, typ: ir.Type, schema: ir.Schema) -> Column:
     kind = data.dtype.kind
     if kind == "O" and all(v is None for v in data):
         return Column("none", None, np.ones(n, dtype=bool), np.zeros(n, dtype=bool))
+    if isinstance(typ, ir.Prim) and typ.name in ("int", "decimal") and kind == "O":
+        return _exact_column(data, typ.name == "int", none)
     if isinstance(typ, ir.Prim) and typ.name in ("int", "decimal") and kind in "iu":
         return Column("int", data.astype(np.int64), none, np.zeros(n, dtype=bool))
     if isinstance(typ, ir.Prim) and typ.name == "decimal" and kind == "f":
@@ -116,6 +120,12 @@ def _typed_column(data: Any, typ: ir.Type, schema: ir.Schema) -> Column:
         return Column(
             "float", np.where(nan, 0.0, data), none | nan, np.zeros(n, dtype=bool)
         )
+    if isinstance(typ, ir.Prim) and typ.name == "bool" and kind == "O":
+        is_none = np.fromiter((v is None for v in data), bool, n)
+        if not all(v is None or type(v) is bool for v in data):
+            raise Unsupported("a bool column with other values")
+        values = np.where(is_none, False, data).astype(bool)
+        return Column("bool", values, none | is_none, np.zeros(n, dtype=bool))
     if isinstance(typ, ir.Prim) and typ.name == "bool" and kind == "b":
         return Column("bool", data, none, np.zeros(n, dtype=bool))
     if (
@@ -142,6 +152,34 @@ def _typed_column(data: Any, typ: ir.Type, schema: ir.Schema) -> Column:
             return Column("label", rank, none, unknown, typ.order)
         return Column("str", data, none, np.zeros(n, dtype=bool))
     raise Unsupported(f"a `{typ}` attribute in a `{data.dtype}` column")
+
+
+def _exact_column(data: Any, whole: bool, none: BoolArray) -> Column:
+    """Python numbers in an object column, converted as a request converts
+    them (a float by its repr; for an int attribute, an integral decimal to
+    int and any other to an error), then compared by Python, exactly."""
+    n = len(data)
+    values = np.empty(n, dtype=object)
+    missing = none.copy()
+    invalid = np.zeros(n, dtype=bool)
+    for i, item in enumerate(data):
+        kind = type(item)
+        if item is None or missing[i]:
+            missing[i], values[i] = True, 0
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                raise Unsupported("an infinite number")
+            item, kind = Decimal(repr(item)), Decimal
+        if kind is not int and kind is not Decimal:
+            raise Unsupported("a number column with other values")
+        if whole and kind is Decimal:
+            if item == item.to_integral_value():
+                item = int(item)
+            else:
+                invalid[i], item = True, 0
+        values[i] = item
+    return Column("exact", values, missing, invalid)
 
 
 # ---- expressions over a group -------------------------------------------------
@@ -256,7 +294,7 @@ class Frame:
 
 
 def _numeric(column: Column) -> bool:
-    return column.kind in ("int", "float")
+    return column.kind in ("int", "float", "exact")
 
 
 def _column_const(op: str, column: Column, const: Any) -> BoolArray:
@@ -268,6 +306,8 @@ def _column_const(op: str, column: Column, const: Any) -> BoolArray:
     ):
         if column.kind == "int":
             return _int_const(op, values, const)
+        if column.kind == "exact":
+            return np.asarray(_op(op)(values, const), dtype=bool)
         return _float_const(op, values, const)
     if column.kind == "label" and isinstance(const, ir.Label):
         if const.order != column.order:
@@ -321,7 +361,19 @@ def _float_const(op: str, values: Any, const: int | Decimal) -> BoolArray:
     return out
 
 
+def _op(op: str) -> Callable[[Any, Any], Any]:
+    if op in _ORDER:
+        return _ORDER[op]
+    return operator.eq if op == "==" else operator.ne
+
+
 def _column_column(op: str, left: Column, right: Column) -> BoolArray:
+    if {left.kind, right.kind} <= {"int", "exact"} and "exact" in (
+        left.kind,
+        right.kind,
+    ):
+        pairs = (left.values.astype(object), right.values.astype(object))
+        return np.asarray(_op(op)(*pairs), dtype=bool)
     if left.kind == "int" and right.kind == "int":
         fn = _ORDER.get(op) or (operator.eq if op == "==" else operator.ne)
         return np.asarray(fn(left.values, right.values), dtype=bool)
@@ -385,7 +437,9 @@ def _ids(verdict: GroupVerdict, row: int) -> set[str]:
 # ---- the whole batch -------------------------------------------------------------
 
 
-def decide_columns(engine: Engine, columns: Mapping[str, Any]) -> ColumnResult:
+def decide_columns(
+    engine: Engine, columns: Mapping[str, Any], min_group: int = MIN_GROUP
+) -> ColumnResult:
     policy, evaluator = engine.policy, engine._state[1]
     arrays = {name: _as_array(data) for name, data in columns.items()}
     n = len(arrays["action"])
@@ -415,6 +469,9 @@ def decide_columns(engine: Engine, columns: Mapping[str, Any]) -> ColumnResult:
     for key, rows in groups.items():
         assert compiled is not None
         index = np.array(rows, dtype=np.int64)
+        if len(rows) < min_group:  # numpy's fixed cost exceeds a row's
+            fallback[index] = True
+            continue
         try:
             _decide_group(compiled, policy.schema, arrays, key, index, effects, rules)
         except Unsupported as exc:

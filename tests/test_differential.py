@@ -349,7 +349,7 @@ def test_compiled_cached_and_batch_agree_with_the_interpreter(
         _, facts = check_chain(parsed, policy.schema)
         assert tree.outcome(parsed, facts) == interpreter.outcome(parsed, facts)
     assert compiled.decide_batch(batch) == expected
-    result = decide_columns(compiled, requests_to_columns(batch))
+    result = decide_columns(compiled, requests_to_columns(batch), min_group=1)
     assert list(result.effect_names()) == [d.effect for d in expected]
     assert [tuple(r) for r in result.rules] == [d.rule_ids for d in expected]
 
@@ -380,7 +380,7 @@ def test_big_integers_stay_exact_in_the_compiled_tree(amount: int, effect: str) 
     assert want.effect == effect
     assert compiled.decide(request) == want
     assert cached.decide(request) == cached.decide(request) == want
-    result = decide_columns(compiled, requests_to_columns([request]))
+    result = decide_columns(compiled, requests_to_columns([request]), min_group=1)
     assert list(result.effect_names()) == [effect]
 
 
@@ -462,7 +462,7 @@ def test_columnar_batch_agrees_with_decide_row_by_row(
 
     note(text)
     reference, compiled, _ = _engines(text)
-    result = decide_columns(compiled, columns)
+    result = decide_columns(compiled, columns, min_group=1)
     for row in range(len(result)):
         request = request_of_row(columns, row)
         note(repr(request))
