@@ -182,7 +182,16 @@ class RiplPeer(Peer):
         self.source += "\n# cold load\n"
 
     def prepare(self, requests: Sequence[Request]) -> list[Any]:
-        return [ripl_request(request, self._workload.entities) for request in requests]
+        items = [ripl_request(request, self._workload.entities) for request in requests]
+        # The same requests as columns, as a decision log would hold them, for
+        # the columnar batch path (`Engine.decide_columns`), when it exists.
+        self._columns: dict[str, Any] | None = None
+        if hasattr(self._engine, "decide_columns"):
+            from ripl.batch import requests_to_columns
+
+            self._columns = requests_to_columns(items)
+            self._rows = {id(item): row for row, item in enumerate(items)}
+        return items
 
     def decide(self, item: Any) -> bool:
         # `Decision.effect` is the effect's name; reading it is all the timed
@@ -190,5 +199,12 @@ class RiplPeer(Peer):
         return bool(self._engine.decide(item).effect == "allow")
 
     def decide_batch(self, items: Sequence[Any]) -> list[bool]:
+        if self._columns is not None:
+            import numpy as np
+
+            rows = np.fromiter((self._rows[id(i)] for i in items), np.int64, len(items))
+            columns = {name: data[rows] for name, data in self._columns.items()}
+            result = self._engine.decide_columns(columns)
+            return (result.effects == 0).tolist()  # type: ignore[no-any-return]
         decisions = self._engine.decide_batch(items)
         return [decision.effect == "allow" for decision in decisions]
