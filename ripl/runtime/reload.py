@@ -6,22 +6,27 @@ set (its `policy_hash` says which), and a `ReloadStatus` for every attempt.
 
 A reload that cannot read, parse or type-check every file keeps the old set
 serving and says why; it never reports success for a set it did not install,
-and never serves part of a set. A file that changes while it is read (a
-writer that is not done) fails the attempt too, so the next one retries.
+and never serves part of a set. A file that changes while it is read, or
+within `settle` seconds after (a writer that is not done), fails the attempt
+too, so the next one retries.
 Every attempt that changes nothing or fails is written to the audit log
 (tag `reload`) with the hash that stays in force.
 
 Writers should replace policy files atomically (write a temporary file, then
 rename it over the old one). A writer that rewrites a file in place can be
-caught between two writes with a prefix that happens to parse; the watcher
-lowers that risk by waiting until the files have looked the same for one
-whole poll before reloading, but cannot rule it out.
+caught between two writes with a prefix that happens to parse and check (a
+file cut after a complete rule drops every rule after it). Two defences
+narrow that window: a file modified less than `settle` seconds ago is looked
+at again after `settle` seconds, and the watcher reloads only once the files
+have looked the same for a whole poll. A writer that pauses longer than both
+can still be caught; only an atomic rename rules it out.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,7 +106,9 @@ class ReloadingEngine:
         poll_interval: float = 2.0,
         min_retry_interval: float | None = None,
         require_loaded: bool = True,
+        settle: float = 0.5,
         monotonic: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
         loader: Callable[[Sequence[Path]], ir.PolicySet] | None = None,
     ) -> None:
         if not paths:
@@ -114,15 +121,19 @@ class ReloadingEngine:
         if poll_interval <= 0:
             raise ConfigurationError("poll_interval must be positive")
         retry = poll_interval if min_retry_interval is None else min_retry_interval
-        if retry < 0:
-            raise ConfigurationError("min_retry_interval must not be negative")
+        if retry < 0 or settle < 0:
+            raise ConfigurationError(
+                "min_retry_interval and settle must not be negative"
+            )
         self.paths = tuple(Path(p) for p in paths)
         self.pinned_hash = pinned_hash
         self.poll_interval = poll_interval
         self.min_retry_interval = retry
         self._audit = audit
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._monotonic = monotonic or _default_monotonic
+        self._monotonic = monotonic or time.monotonic
+        self._sleep = sleep or time.sleep
+        self.settle = settle
         self._load = loader or (lambda ps: load_policy(*ps))
         self._reload_lock = threading.Lock()
         self._engine: Engine | None = None
@@ -223,6 +234,11 @@ class ReloadingEngine:
         except (OSError, ValueError) as exc:
             return self._failed(previous, f"cannot load the policy set: {exc}", before)
         after = _fingerprint(self.paths)
+        if after == before and self.settle > 0 and _fresh(after, self.settle):
+            self._sleep(self.settle)
+            if _fingerprint(self.paths) != after:
+                after = _fingerprint(self.paths)
+                before = ()
         if after != before or _changed_on_disk(policy):
             return self._failed(
                 previous,
@@ -366,12 +382,6 @@ class ReloadingEngine:
                 log.exception("policy watcher poll failed")
 
 
-def _default_monotonic() -> float:
-    import time
-
-    return time.monotonic()
-
-
 def _files(paths: Sequence[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
@@ -394,6 +404,12 @@ def _fingerprint(paths: Sequence[Path]) -> Fingerprint:
         else:
             marks.append((str(file), stat.st_size, stat.st_mtime_ns))
     return tuple(marks)
+
+
+def _fresh(fingerprint: Fingerprint, settle: float) -> bool:
+    """Whether any file was modified less than `settle` seconds ago."""
+    newest = max((mtime for _, _, mtime in fingerprint), default=0)
+    return newest / 1e9 > time.time() - settle
 
 
 def _changed_on_disk(policy: ir.PolicySet) -> bool:
