@@ -431,3 +431,151 @@ def compile_command(paths: tuple[Path, ...], fmt: str) -> None:
         click.echo(json.dumps(tree, indent=2))
     else:
         click.echo(render_tree(tree))
+
+
+# ---- audit ---------------------------------------------------------------------
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """Verify and read a decision audit log."""
+
+
+def open_audit_or_exit(db: Path) -> Any:
+    """Open an existing audit log; exit 2 when it is missing or is not one.
+
+    The file is first looked at read-only, so a path that names some other
+    SQLite file is reported, not turned into an empty audit log."""
+    import sqlite3
+
+    from ripl.runtime.audit import AuditLog
+
+    if not db.is_file():
+        fail(f"audit log `{db}` not found", "check the path")
+    try:
+        probe = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            found = probe.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                " AND name = 'audit_records'"
+            ).fetchone()
+        finally:
+            probe.close()
+    except sqlite3.Error as exc:
+        fail(f"cannot read audit log `{db}`: {exc}")
+    if found is None:
+        fail(f"`{db}` is not a ripl audit log")
+    try:
+        return AuditLog(db)
+    except sqlite3.Error as exc:
+        fail(f"cannot open audit log `{db}`: {exc}")
+
+
+@audit_group.command("verify")
+@click.argument("db", type=click.Path(path_type=Path))
+def audit_verify(db: Path) -> None:
+    """Check the hash chain; exit 1 naming the first bad record."""
+    import sqlite3
+
+    log_file = open_audit_or_exit(db)
+    try:
+        result = log_file.verify()
+    except sqlite3.Error as exc:
+        fail(f"cannot read audit log `{db}`: {exc}")
+    finally:
+        log_file.close()
+    if result.ok:
+        click.echo(f"ok: {result.records} records, head {result.head_hash}")
+        return
+    click.echo(
+        f"error: audit log `{db}` fails verification at record {result.first_bad}",
+        err=True,
+    )
+    for _, problem in result.problems:
+        click.echo(f"  - {problem}", err=True)
+    sys.exit(EXIT_FINDINGS)
+
+
+def parse_time_option(value: str | None, name: str) -> Any:
+    from ripl.runtime.encoding import parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        fail(f"`{name}` is not an RFC 3339 time", "e.g. 2026-12-04T09:00:00Z")
+
+
+@audit_group.command("show")
+@click.argument("db", type=click.Path(path_type=Path))
+@click.option("--user", help="Root human id (the chain's first grantor).")
+@click.option("--agent", help="Principal id.")
+@click.option("--effect", type=click.Choice(["allow", "restrict", "step_up", "deny"]))
+@click.option("--rule", help="A rule id among those that decided.")
+@click.option("--tag", help="Record tag, e.g. guard, shadow, reload.")
+@click.option("--since", help="RFC 3339 time, inclusive.")
+@click.option("--until", help="RFC 3339 time, exclusive.")
+@format_option("text", "json")
+def audit_show(
+    db: Path,
+    user: str | None,
+    agent: str | None,
+    effect: str | None,
+    rule: str | None,
+    tag: str | None,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+) -> None:
+    """Print matching records, one per line, every value escaped."""
+    import sqlite3
+
+    from ripl.runtime.audit import render_record
+    from ripl.runtime.encoding import canonical_json
+    from ripl.runtime.errors import AuditError
+
+    start = parse_time_option(since, "--since")
+    end = parse_time_option(until, "--until")
+    log_file = open_audit_or_exit(db)
+    try:
+        records = log_file.query(
+            user=user,
+            agent=agent,
+            effect=effect,
+            rule=rule,
+            tag=tag,
+            since=start,
+            until=end,
+        )
+    except (AuditError, sqlite3.Error) as exc:
+        fail(f"cannot read audit log `{db}`: {exc}", "run `ripl audit verify`")
+    finally:
+        log_file.close()
+    for record in records:
+        if fmt == "json":
+            click.echo(canonical_json(audit_json(record)))
+        else:
+            click.echo(render_record(record))
+
+
+def audit_json(record: Any) -> dict[str, Any]:
+    """One record as JSON data; `canonical_json` escapes every non-ASCII and
+    control character, so each record stays on its own line."""
+    return {
+        "seq": record.seq,
+        "time": record.time,
+        "tag": record.tag,
+        "effect": record.effect,
+        "principal": record.principal.as_dict() if record.principal else None,
+        "root": record.root.as_dict() if record.root else None,
+        "organisation": record.organisation,
+        "workflow": record.workflow,
+        "delegation_ids": list(record.delegation_ids),
+        "rules": list(record.rules),
+        "policy_hash": record.policy_hash,
+        "request_digest": record.request_digest,
+        "decision": record.decision,
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
