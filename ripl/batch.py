@@ -513,40 +513,20 @@ def _fallback_rows(schema: ir.Schema, arrays: Mapping[str, Any], n: int) -> Bool
     for name in ("principal.type", "resource.type", "owner.type"):
         if name in arrays:
             optional = name == "owner.type"
-            slow |= np.fromiter(
-                (
-                    v not in schema.entities if v is not None else not optional
-                    for v in arrays[name]
-                ),
-                bool,
-                n,
-            )
+            slow |= _each(arrays[name], _type_test(schema, optional))
     if ("owner.type" in arrays) != ("owner.id" in arrays):
         slow[:] = True
     elif "owner.type" in arrays:
-        slow |= np.fromiter(
-            (
-                (t is None) != (i is None)
-                for t, i in zip(arrays["owner.type"], arrays["owner.id"], strict=True)
-            ),
-            bool,
-            n,
+        slow |= _each(arrays["owner.type"], lambda v: v is None) != _each(
+            arrays["owner.id"], lambda v: v is None
         )
     if "now" in arrays:
-        slow |= np.fromiter((not _is_time(v) for v in arrays["now"]), bool, n)
-    slow |= np.fromiter((a not in schema.actions for a in arrays["action"]), bool, n)
+        slow |= _each(arrays["now"], lambda v: not _is_time(v))
+    slow |= _each(arrays["action"], lambda a: a not in schema.actions)
     for name in ("principal.id", "resource.id", "owner.id"):
         if name in arrays:
-            slow |= np.fromiter(
-                (
-                    not isinstance(v, str) or len(v) > MAX_ID_LENGTH
-                    if v is not None
-                    else name != "owner.id"
-                    for v in arrays[name]
-                ),
-                bool,
-                n,
-            )
+            optional = name == "owner.id"
+            slow |= _each(arrays[name], _id_test(optional))
     same = (arrays["resource.type"] == arrays["principal.type"]) & (
         arrays["resource.id"] == arrays["principal.id"]
     )
@@ -556,6 +536,38 @@ def _fallback_rows(schema: ir.Schema, arrays: Mapping[str, Any], n: int) -> Bool
         )
     out: BoolArray = slow | np.asarray(same, dtype=bool)
     return out
+
+
+def _type_test(schema: ir.Schema, optional: bool) -> Callable[[Any], bool]:
+    def bad(value: Any) -> bool:
+        return value not in schema.entities if value is not None else not optional
+
+    return bad
+
+
+def _id_test(optional: bool) -> Callable[[Any], bool]:
+    def bad(value: Any) -> bool:
+        if value is None:
+            return not optional
+        return not isinstance(value, str) or len(value) > MAX_ID_LENGTH
+
+    return bad
+
+
+def _each(data: Any, test: Callable[[Any], bool]) -> BoolArray:
+    """`test` of every value, computed once per distinct value."""
+    seen: dict[Any, bool] = {}
+
+    def memo(value: Any) -> bool:
+        try:
+            found = seen.get(value)
+        except TypeError:  # unhashable: never the plain values tested here
+            return test(value)
+        if found is None:
+            found = seen[value] = test(value)
+        return found
+
+    return np.fromiter(map(memo, data.tolist()), bool, len(data))
 
 
 def _is_time(value: Any) -> bool:
@@ -598,8 +610,9 @@ def _decide_group(
     )
     if root is None:
         effects[index] = own.effects
-        for j, row in enumerate(index):
-            rules[row] = tuple(sorted(_ids(own, j)))
+        patterns, first, inverse = _patterns(own.members)
+        ids = [tuple(sorted(_ids(own, int(j)))) for j in first]
+        _assign(rules, index, ids, inverse)
         return
     as_root = _bucket_verdict(
         compiled.bucket((action, root, rtype)),
@@ -610,16 +623,54 @@ def _decide_group(
     restrict = ir.EFFECT_ORDER["restrict"]
     final = np.maximum(own.effects, as_root.effects)
     effects[index] = final
-    for j, row in enumerate(index):
+    stacked = np.vstack(
+        [
+            own.members,
+            as_root.members,
+            own.effects[None, :] > as_root.effects[None, :],
+            own.effects[None, :] < as_root.effects[None, :],
+            own.effects[None, :] == restrict,
+        ]
+    )
+    _, first, inverse = _patterns(stacked)
+    listed = []
+    for position in first:
+        j = int(position)
         if own.effects[j] > as_root.effects[j]:
-            ids = _ids(own, j)
+            found = _ids(own, j)
         elif as_root.effects[j] > own.effects[j]:
-            ids = _ids(as_root, j)
+            found = _ids(as_root, j)
         elif own.effects[j] == restrict:
-            ids = _ids(own, j) | _ids(as_root, j)
+            found = _ids(own, j) | _ids(as_root, j)
         else:
-            ids = _ids(own, j)
-        rules[row] = tuple(sorted(ids))
+            found = _ids(own, j)
+        listed.append(tuple(sorted(found)))
+    _assign(rules, index, listed, inverse)
+
+
+def _patterns(members: BoolArray) -> tuple[Any, Any, Any]:
+    """Rows with the same listed rules share one tuple of ids: the distinct
+    columns of `members`, a row of each, and each row's pattern."""
+    if members.shape[0] == 0:
+        n = members.shape[1]
+        return (
+            members[:, :1],
+            np.zeros(min(n, 1), dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
+        )
+    packed = np.packbits(members, axis=0)
+    _, first, inverse = np.unique(
+        packed.T, axis=0, return_index=True, return_inverse=True
+    )
+    return packed, first, inverse.reshape(-1)
+
+
+def _assign(
+    rules: Any, index: Any, listed: Sequence[tuple[str, ...]], inverse: Any
+) -> None:
+    table = np.empty(len(listed), dtype=object)
+    table[:] = listed
+    rules[index] = table[inverse]
 
 
 def _reader(
