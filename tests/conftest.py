@@ -16,7 +16,7 @@ settings.register_profile(
 )
 settings.register_profile("long", max_examples=2000, deadline=None)
 settings.load_profile(
-    os.environ.get(
-        "HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "default"
-    )
+    os.environ.get("HYPOTHESIS_PROFILE")
+    or os.environ.get("RIPL_HYPOTHESIS_PROFILE")  # the same, by ripl's own name
+    or ("ci" if os.environ.get("CI") == "true" else "default")
 )
