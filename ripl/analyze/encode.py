@@ -44,38 +44,59 @@ SLOTS = ("p", "r", "o", "root")
 
 TRUE = z3.BoolVal(True)
 FALSE = z3.BoolVal(False)
+_CTX = TRUE.ctx
+
+# The connectives below build terms through z3's C API and recognise the
+# constants by identity (every constant true/false here is TRUE or FALSE):
+# z3's Python wrappers check and coerce every argument, which cost more than
+# solving on large policy sets.
+
+
+def _array(items: Sequence[z3.BoolRef]) -> Any:
+    arr = (z3.Ast * len(items))()
+    for i, item in enumerate(items):
+        arr[i] = item.as_ast()
+    return arr
 
 
 def any_of(items: Iterable[z3.BoolRef]) -> z3.BoolRef:
     kept = []
     for item in items:
-        if z3.is_true(item):
+        if item is TRUE:
             return TRUE
-        if not z3.is_false(item):
+        if item is not FALSE:
             kept.append(item)
     if not kept:
         return FALSE
-    return kept[0] if len(kept) == 1 else z3.Or(kept)
+    if len(kept) == 1:
+        return kept[0]
+    return z3.BoolRef(z3.Z3_mk_or(_CTX.ref(), len(kept), _array(kept)), _CTX)
 
 
 def all_of(items: Iterable[z3.BoolRef]) -> z3.BoolRef:
     kept = []
     for item in items:
-        if z3.is_false(item):
+        if item is FALSE:
             return FALSE
-        if not z3.is_true(item):
+        if item is not TRUE:
             kept.append(item)
     if not kept:
         return TRUE
-    return kept[0] if len(kept) == 1 else z3.And(kept)
+    if len(kept) == 1:
+        return kept[0]
+    return z3.BoolRef(z3.Z3_mk_and(_CTX.ref(), len(kept), _array(kept)), _CTX)
 
 
 def negate(item: z3.BoolRef) -> z3.BoolRef:
-    if z3.is_true(item):
+    if item is TRUE:
         return FALSE
-    if z3.is_false(item):
+    if item is FALSE:
         return TRUE
-    return z3.Not(item)
+    return z3.BoolRef(z3.Z3_mk_not(_CTX.ref(), item.as_ast()), _CTX)
+
+
+def boolean_constant(value: bool) -> z3.BoolRef:
+    return TRUE if value else FALSE
 
 
 def covers(scope: str, action: str) -> bool:
@@ -216,26 +237,30 @@ class Vars:
     """The z3 variables of one request, created on first use."""
 
     def __init__(self, domain: Domain, scale: int = 6) -> None:
+        self.names: dict[int, tuple[str, Any]] = {}
+        self._type_in: dict[tuple[str, frozenset[str]], z3.BoolRef] = {}
+        self._action_in: dict[frozenset[str], z3.BoolRef] = {}
         self.domain = domain
         self.scale = scale
         self.unit = 10**scale
-        self.ptype = z3.Int("ptype")
-        self.rtype = z3.Int("rtype")
-        self.action = z3.Int("action")
+        self.ptype = self._make(z3.Int, "ptype")
+        self.rtype = self._make(z3.Int, "rtype")
+        self.action = self._make(z3.Int, "action")
         self.slot_types = {
             "p": self.ptype,
             "r": self.rtype,
-            "o": z3.Int("otype"),
-            "root": z3.Int("roottype"),
+            "o": self._make(z3.Int, "otype"),
+            "root": self._make(z3.Int, "roottype"),
         }
-        self.ids = {s: z3.String(f"{s}.id") for s in SLOTS}
+        self.ids = {s: self._make(z3.String, f"{s}.id") for s in SLOTS}
         self.used_ids: set[str] = set()
-        self.depth = z3.Int("depth")
-        self.owner_present = z3.Bool("owner?")
-        self.purpose = z3.String("purpose")
-        self.purpose_present = z3.Bool("purpose?")
-        self.inscope = {g: z3.Bool(f"scope[{g}]") for g in domain.groups}
-        self.mid = {t: z3.Bool(f"mid[{t}]") for t in domain.types}
+        self.depth = self._make(z3.Int, "depth")
+        self.owner_present = self._make(z3.Bool, "owner?")
+        self.root_is_owner = self._make(z3.Bool, "root=owner")
+        self.purpose = self._make(z3.String, "purpose")
+        self.purpose_present = self._make(z3.Bool, "purpose?")
+        self.inscope: dict[str, z3.BoolRef] = {}
+        self.mid: dict[str, z3.BoolRef] = {}
         self.values: dict[tuple[str, tuple[str, ...], str], z3.ExprRef] = {}
         self.presence: dict[tuple[str, tuple[str, ...]], z3.BoolRef] = {}
         self.members: dict[tuple[str, tuple[str, ...], str], z3.BoolRef] = {}
@@ -244,17 +269,23 @@ class Vars:
         self.fresh_count = 0
         self.fresh_vars: list[z3.ExprRef] = []
 
+    def _make(self, maker: Any, name: str) -> Any:
+        term = maker(name)
+        default = {z3.Bool: False, z3.String: ""}.get(maker, 0)
+        self.names[id(term)] = (name, default)
+        return term
+
     def value(self, slot: str, path: tuple[str, ...], typ: ir.Type) -> z3.ExprRef:
         key = (slot, path, str(typ))
         found = self.values.get(key)
         if found is None:
             name = f"{slot}.{'.'.join(path)}:{typ}"
             if typ == ir.BOOL:
-                found = z3.Bool(name)
+                found = self._make(z3.Bool, name)
             elif typ == ir.STRING:
-                found = z3.String(name)
+                found = self._make(z3.String, name)
             else:
-                found = z3.Int(name)
+                found = self._make(z3.Int, name)
             self.values[key] = found
         return found
 
@@ -262,7 +293,7 @@ class Vars:
         key = (slot, path)
         found = self.presence.get(key)
         if found is None:
-            found = z3.Bool(f"{slot}.{'.'.join(path)}?")
+            found = self._make(z3.Bool, f"{slot}.{'.'.join(path)}?")
             self.presence[key] = found
         return found
 
@@ -270,7 +301,7 @@ class Vars:
         key = (slot, path, repr(element))
         found = self.members.get(key)
         if found is None:
-            found = z3.Bool(f"{slot}.{'.'.join(path)}∋{element!r}")
+            found = self._make(z3.Bool, f"{slot}.{'.'.join(path)}∋{element!r}")
             self.members[key] = found
             self.member_values[key] = element
         return found
@@ -278,7 +309,10 @@ class Vars:
     def limit(self, name: str) -> tuple[z3.BoolRef, z3.ArithRef]:
         found = self.limits.get(name)
         if found is None:
-            found = (z3.Bool(f"limit[{name}]?"), z3.Int(f"limit[{name}]"))
+            found = (
+                self._make(z3.Bool, f"limit[{name}]?"),
+                self._make(z3.Int, f"limit[{name}]"),
+            )
             self.limits[name] = found
         return found
 
@@ -287,13 +321,13 @@ class Vars:
         name = f"~{self.fresh_count}"
         made: z3.ExprRef
         if sort == "bool":
-            made = z3.Bool(name)
+            made = self._make(z3.Bool, name)
         elif sort == "str":
-            made = z3.String(name)
+            made = self._make(z3.String, name)
         elif sort == "dec":
-            made = z3.Real(name)
+            made = self._make(z3.Real, name)
         else:
-            made = z3.Int(name)
+            made = self._make(z3.Int, name)
         self.fresh_vars.append(made)
         return made
 
@@ -307,6 +341,13 @@ class Vars:
         )
 
     def type_in(self, slot: str, names: Iterable[str]) -> z3.BoolRef:
+        key = (slot, frozenset(names))
+        found = self._type_in.get(key)
+        if found is None:
+            found = self._type_in[key] = self._type_in_uncached(slot, key[1])
+        return found
+
+    def _type_in_uncached(self, slot: str, names: Iterable[str]) -> z3.BoolRef:
         term = self.slot_types[slot]
         return any_of(
             term == self.domain.type_index(t)
@@ -315,16 +356,36 @@ class Vars:
         )
 
     def action_in(self, names: Iterable[str]) -> z3.BoolRef:
+        key = frozenset(names)
+        found = self._action_in.get(key)
+        if found is None:
+            found = self._action_in[key] = self._action_in_uncached(key)
+        return found
+
+    def _action_in_uncached(self, names: Iterable[str]) -> z3.BoolRef:
         return any_of(
             self.action == self.domain.action_index(a)
             for a in sorted(set(names))
             if a in self.domain.actions
         )
 
+    def intermediate(self, name: str) -> z3.BoolRef:
+        """The chain holds an identity of this type between root and principal."""
+        found = self.mid.get(name)
+        if found is None:
+            found = self.mid[name] = self._make(z3.Bool, f"mid[{name}]")
+        return found
+
     def covered(self, scope: str) -> z3.BoolRef:
         """The chain's scopes cover `scope`. In a valid chain every link
-        narrows the one before, so the last link's scopes decide."""
-        return any_of(self.inscope[g] for g in self.domain.groups if covers(g, scope))
+        narrows the one before, so the last link's scopes decide; there is a
+        variable per scope a rule tests, and `axioms` keeps them consistent
+        with the hierarchy and with the requested action (which the chain
+        always covers)."""
+        found = self.inscope.get(scope)
+        if found is None:
+            found = self.inscope[scope] = self._make(z3.Bool, f"scope[{scope}]")
+        return found
 
     def has_chain(self) -> z3.BoolRef:
         return self.depth >= 1
@@ -332,13 +393,26 @@ class Vars:
     def has_root(self) -> z3.BoolRef:
         return self.kind_is("p", ("agent", "service", "tool", "connector"))
 
+    def core_axioms(self) -> z3.BoolRef:
+        """The domains of the principal type, resource type and action. A
+        formula that reads nothing of the chain, the owner or the root and is
+        satisfiable with these is satisfiable with all of `axioms`: every
+        principal type can be given a valid chain or owner."""
+        d = self.domain
+        parts = [
+            self.type_in("p", d.principals),
+            self.type_in("r", d.resources),
+            self.action_in(d.actions),
+        ]
+        if not d.humans():
+            parts.append(negate(self.has_root()))
+        return all_of(parts)
+
     def axioms(self) -> z3.BoolRef:
         """What every request of the analyzed domain satisfies."""
         d = self.domain
         parts: list[z3.BoolRef] = [
-            self.type_in("p", d.principals),
-            self.type_in("r", d.resources),
-            self.action_in(d.actions),
+            self.core_axioms(),
             self.type_in("root", d.humans()) if d.humans() else FALSE,
             self.depth >= 0,
         ]
@@ -359,15 +433,23 @@ class Vars:
         # Without a chain, a non-human principal reaches its root through
         # owners: its owner, or its owner's owner (two hops are modelled).
         no_chain = self.depth == 0
-        root_same_as_owner = z3.And(
-            self.slot_types["o"] == self.slot_types["root"],
-            self.ids["o"] == self.ids["root"],
-        )
-        parts.append(z3.Implies(z3.And(self.has_root(), no_chain), self.owner_present))
         owner_human = self.kind_is("o", ("human",))
+        parts.append(z3.Implies(z3.And(self.has_root(), no_chain), self.owner_present))
         parts.append(
             z3.Implies(
-                z3.And(self.has_root(), no_chain, owner_human), root_same_as_owner
+                z3.And(self.has_root(), no_chain, owner_human), self.root_is_owner
+            )
+        )
+        parts.append(
+            z3.Implies(
+                self.root_is_owner,
+                z3.And(
+                    no_chain,
+                    self.has_root(),
+                    self.owner_present,
+                    owner_human,
+                    self.slot_types["o"] == self.slot_types["root"],
+                ),
             )
         )
         for name in d.types:
@@ -384,30 +466,33 @@ class Vars:
                     self.type_in("root", onward) if onward else FALSE,
                 )
             )
-        parts.append(
-            negate(
-                all_of(
-                    [self.slot_types["o"] == self.ptype, self.ids["o"] == self.ids["p"]]
+            if name in d.owners.get(name, frozenset()):
+                parts.append(
+                    negate(
+                        all_of(
+                            [
+                                self.slot_types["o"] == self.ptype,
+                                self.ids["o"] == self.ids["p"],
+                            ]
+                        )
+                    )
                 )
-            )
-        )
-        # A chain covers the requested action, and holds at least one
-        # intermediate identity per intermediate type it claims.
+        # Coverage is upward closed: covering `a` covers everything under it,
+        # and the chain covers the requested action. Intermediate identities:
+        # at least one per type the chain is said to hold.
         chain = self.has_chain()
-        parts.append(
-            z3.Implies(
-                chain,
-                any_of(
-                    all_of([self.action == i, self.covered(a)])
-                    for i, a in enumerate(d.actions)
-                ),
-            )
-        )
-        mids = z3.Sum([z3.If(m, 1, 0) for m in self.mid.values()]) if self.mid else 0
-        parts.append(z3.Implies(chain, self.depth >= 1 + mids))
-        parts.append(
-            z3.Implies(negate(chain), all_of(negate(m) for m in self.mid.values()))
-        )
+        for scope, held in self.inscope.items():
+            for other, also in self.inscope.items():
+                if other != scope and covers(other, scope):
+                    parts.append(z3.Implies(also, held))
+            below = [a for a in d.actions if covers(a, scope)]
+            if below:
+                parts.append(z3.Implies(self.action_in(below), held))
+        mids = list(self.mid.values())
+        if mids:
+            count = z3.Sum([z3.If(m, 1, 0) for m in mids])
+            parts.append(z3.Implies(chain, self.depth >= 1 + count))
+            parts.append(z3.Implies(negate(chain), all_of(negate(m) for m in mids)))
         parts.append(self.depth <= 8)
         return all_of(parts)
 
@@ -421,18 +506,23 @@ class Vars:
                 parts.append(z3.And(term >= 0, term < self.domain.labels[typ]))
             elif typ == "duration":
                 parts.append(term >= 0)
-        pairs = [("o", "root")]
         used = sorted(self.used_ids)
-        pairs += [
-            (a, b)
-            for i, a in enumerate(used)
-            for b in used[i + 1 :]
-            if (a, b) != ("o", "root")
-        ]
-        for a, b in pairs:
-            same = z3.And(
-                self.slot_types[a] == self.slot_types[b], self.ids[a] == self.ids[b]
+        pairs = [(a, b) for i, a in enumerate(used) for b in used[i + 1 :]]
+        if ("o", "root") not in pairs:
+            pairs.append(("o", "root"))
+        else:
+            parts.append(
+                z3.Implies(self.root_is_owner, self.ids["o"] == self.ids["root"])
             )
+        for a, b in pairs:
+            same: z3.BoolRef = FALSE
+            if a in self.used_ids and b in self.used_ids:
+                same = z3.And(
+                    self.slot_types[a] == self.slot_types[b],
+                    self.ids[a] == self.ids[b],
+                )
+            if (a, b) == ("o", "root"):
+                same = any_of([self.root_is_owner, same])
             equal: list[z3.BoolRef] = []
             for (slot, path, typ), term in self.values.items():
                 if slot == a and (b, path, typ) in self.values:
@@ -472,6 +562,7 @@ class RuleTerms:
     matches: z3.BoolRef
     errs: z3.BoolRef
     exact: bool
+    chain: bool  # reads the chain, the owner or the root: needs every axiom
 
 
 class UnsupportedError(Exception):
@@ -490,6 +581,8 @@ class Encoder:
         self._rules: dict[tuple[str, str, int], RuleTerms] = {}
         self._approximated = False
         self._approximate_keys: set[tuple[str, ir.Expr]] = set()
+        self._touched = False
+        self._touching_keys: set[tuple[str, ir.Expr]] = set()
 
     # ---- rules ----------------------------------------------------------------
 
@@ -510,6 +603,7 @@ class Encoder:
         if found is not None:
             return found
         self._approximated = False
+        self._touched = not world.chain
         target = self.target(rule, world)
         if rule.condition is None:
             holds, err = TRUE, FALSE
@@ -523,7 +617,9 @@ class Encoder:
         exact = not self._approximated
         if not exact:
             self.inexact.add(rule.id)
-        found = RuleTerms(target, all_of([target, holds]), all_of([target, err]), exact)
+        found = RuleTerms(
+            target, all_of([target, holds]), all_of([target, err]), exact, self._touched
+        )
         self._rules[key] = found
         return found
 
@@ -558,8 +654,11 @@ class Encoder:
         if found is not None:
             if key in self._approximate_keys:
                 self._approximated = True
+            if key in self._touching_keys:
+                self._touched = True
             return found
         outer, self._approximated = self._approximated, False
+        outer_touch, self._touched = self._touched, False
         try:
             found = self._expr(expr, world)
         except UnsupportedError as exc:
@@ -568,7 +667,10 @@ class Encoder:
             found = self._fresh_of(expr.type)
         if self._approximated:
             self._approximate_keys.add(key)
+        if self._touched:
+            self._touching_keys.add(key)
         self._approximated = self._approximated or outer
+        self._touched = self._touched or outer_touch
         self._cache[key] = found
         return found
 
@@ -601,7 +703,7 @@ class Encoder:
 
     def const(self, value: ir.Value, typ: ir.Type) -> Val:
         if isinstance(value, bool):
-            return Val("bool", z3.BoolVal(value))
+            return Val("bool", boolean_constant(value))
         if isinstance(value, int) and typ != ir.ACTION:
             return Val("int", z3.IntVal(value))
         if isinstance(value, Decimal):
@@ -637,6 +739,8 @@ class Encoder:
         return self._slot(slot), FALSE
 
     def _slot(self, slot: str) -> Val:
+        if slot in ("o", "root"):
+            self._touched = True
         return Val("ent", self.v.slot_types[slot], (self.v.ids[slot], slot))
 
     def _ActionValue(
@@ -715,6 +819,7 @@ class Encoder:
         raise AssertionError
 
     def _Owner(self, expr: ir.Owner, world: World) -> tuple[Val, z3.BoolRef]:
+        self._touched = True
         obj, err = self.expr(expr.obj, world)
         v = self.v
         if obj.kind == "ent" and obj.extra[1] == "p":
@@ -901,6 +1006,7 @@ class Encoder:
         return Val("bool", z3.InRe(subject.term, pattern_regex(expr.pattern))), err
 
     def _Grants(self, expr: ir.Grants, world: World) -> tuple[Val, z3.BoolRef]:
+        self._touched = True
         if not world.chain:
             return Val("bool", FALSE), FALSE
         return Val(
@@ -908,6 +1014,7 @@ class Encoder:
         ), FALSE
 
     def _Via(self, expr: ir.Via, world: World) -> tuple[Val, z3.BoolRef]:
+        self._touched = True
         if not world.chain:
             return Val("bool", FALSE), FALSE
         v = self.v
@@ -916,7 +1023,7 @@ class Encoder:
                 [
                     v.ptype == v.domain.type_index(t),
                     v.slot_types["root"] == v.domain.type_index(t),
-                    v.mid[t],
+                    v.intermediate(t),
                 ]
             )
             for t in sorted(expr.types)
@@ -927,6 +1034,7 @@ class Encoder:
     def _DelegationFact(
         self, expr: ir.DelegationFact, world: World
     ) -> tuple[Val, z3.BoolRef]:
+        self._touched = True
         v = self.v
         if expr.fact == "depth":
             return Val("int", v.depth if world.chain else z3.IntVal(0)), FALSE
@@ -1001,6 +1109,42 @@ def effect_of(terms: Sequence[tuple[ir.Rule, RuleTerms]]) -> z3.ArithRef:
 
 def max_term(a: z3.ArithRef, b: z3.ArithRef) -> z3.ArithRef:
     return z3.If(a >= b, a, b)
+
+
+class ModelValues:
+    """A model's values by variable name, read once: asking z3 for each
+    variable separately costs more than the rest of building a witness."""
+
+    def __init__(
+        self, model: z3.ModelRef, names: Mapping[int, tuple[str, Any]]
+    ) -> None:
+        self.model = model
+        self.names = names
+        self.values: dict[str, Any] = {}
+        for decl in model.decls():
+            if decl.arity() == 0:
+                self.values[decl.name()] = _python(model[decl])
+
+    def get(self, term: Any) -> Any:
+        found = self.names.get(id(term))
+        if found is None:
+            return literal_value(term, self.model)
+        name, default = found
+        return self.values.get(name, default)
+
+
+def _python(value: Any) -> Any:
+    if z3.is_true(value):
+        return True
+    if z3.is_false(value):
+        return False
+    if z3.is_int_value(value):
+        return value.as_long()
+    if z3.is_rational_value(value):
+        return Fraction(value.numerator_as_long(), value.denominator_as_long())
+    if z3.is_string_value(value):
+        return value.as_string()
+    return None
 
 
 def literal_value(val: Any, model: z3.ModelRef) -> Any:

@@ -219,13 +219,19 @@ class Analysis:
                 self.root[rule.id] = self.encoder.rule(rule, ROOT)
         self.index = self._index(self.reach)
         self.root_index = self._index(self.root_reach)
-        self.solver = z3.Solver()
-        self.solver.set("timeout", timeout_ms)
-        self.solver.add(self.v.axioms())
-        self.solver.add(self.v.closing_axioms())
+        closing = self.v.closing_axioms()
+        self.core = z3.Solver()
+        self.core.set("timeout", timeout_ms)
+        self.core.add(self.v.core_axioms(), closing)
+        self.full = z3.Solver()
+        self.full.set("timeout", timeout_ms)
+        self.full.add(self.v.axioms(), closing)
         self.builder = WitnessBuilder(self.v, (policy.schema,))
         self.observer = Observer(policy)
         self.unconfirmed = 0
+        self.checks = 0
+        self._overlapping: dict[tuple[str, bool], list[ir.Rule]] = {}
+        self._not_matches: dict[str, z3.BoolRef] = {}
         log.debug(
             "encoded %d rules over %d variables", len(self.rules), len(self.v.values)
         )
@@ -239,10 +245,17 @@ class Analysis:
                 index.setdefault(action, []).append(rule.id)
         return index
 
-    def overlapping(
-        self, rule_id: str, *, root: bool = False, within: Reach | None = None
-    ) -> list[ir.Rule]:
-        reach = within or self.reach[rule_id]
+    def overlapping(self, rule_id: str, *, root: bool = False) -> list[ir.Rule]:
+        """The other rules that can meet a request this rule reaches (for
+        `root`, the rules that apply to the root human of such a request)."""
+        key = (rule_id, root)
+        found = self._overlapping.get(key)
+        if found is None:
+            found = self._overlapping[key] = self._overlapping_uncached(rule_id, root)
+        return found
+
+    def _overlapping_uncached(self, rule_id: str, root: bool) -> list[ir.Rule]:
+        reach = self.reach[rule_id]
         index = self.root_index if root else self.index
         reaches = self.root_reach if root else self.reach
         if root:
@@ -258,15 +271,50 @@ class Analysis:
                     out.append(self.by_id[other])
         return out
 
-    def check(self, *formulas: z3.BoolRef) -> tuple[str, z3.ModelRef | None]:
-        result = self.solver.check(*formulas)
+    def not_matches(self, rule: ir.Rule) -> z3.BoolRef:
+        found = self._not_matches.get(rule.id)
+        if found is None:
+            found = self._not_matches[rule.id] = negate(self.own[rule.id].matches)
+        return found
+
+    def needs_chain(self, *rules: ir.Rule, root: bool = False) -> bool:
+        return root or any(self.own[r.id].chain for r in rules)
+
+    def check(
+        self, *formulas: z3.BoolRef, chain: bool, model: bool = False
+    ) -> tuple[str, z3.ModelRef | None]:
+        """Ask the solver. `chain` says the formulas read the chain, the owner
+        or the root, which needs every axiom; others use the core axioms
+        only (see `Vars.core_axioms`), which is several times faster."""
+        solver = self.full if chain else self.core
+        self.checks += 1
+        # push/pop rather than assumptions: z3 keeps what it learns about
+        # each assumption, and the solver slows down run after run.
+        solver.push()
+        try:
+            solver.add(*formulas)
+            result = solver.check()
+            found = solver.model() if model and result == z3.sat else None
+        finally:
+            solver.pop()
         if result == z3.sat:
-            return "sat", self.solver.model()
+            return "sat", found
         return ("unsat" if result == z3.unsat else "unknown"), None
 
     def confirm(
+        self, formulas: Sequence[z3.BoolRef], claim: Callable[[Observation], bool]
+    ) -> dict[str, Any] | None:
+        """A request satisfying `formulas` under every axiom, kept only when
+        the reference engine shows `claim`."""
+        status, model = self.check(*formulas, chain=True, model=True)
+        if status != "sat" or model is None:
+            return None
+        return self.confirm_model(model, claim)
+
+    def confirm_model(
         self, model: z3.ModelRef, claim: Callable[[Observation], bool]
     ) -> dict[str, Any] | None:
+        """The request a model of the full axioms describes, if it shows `claim`."""
         request = self.builder.build(model)
         observation = self.observer.observe(request)
         if observation is not None and observation.chain_ok and claim(observation):
@@ -329,16 +377,21 @@ class Analysis:
 
     def rule_findings(self, rule: ir.Rule) -> list[Finding]:
         terms = self.own[rule.id]
-        status, model = self.check(terms.matches)
+        chain = terms.chain
+        key = ("sat", self.schema_hash, self.hash[rule.id])
+        status = self.cache.get(key)
+        if status is None:
+            status, _ = self.check(terms.matches, chain=chain)
+            self.cache.put(key, status)
         if status == "unsat":
             return [self.finding("unsatisfiable", self._unsat_message(rule), [rule])]
-        if status != "sat" or model is None:
+        if status != "sat":
             return []
         out: list[Finding] = []
         out.extend(self.always_true(rule))
         if rule.effect != "allow":
             out.extend(self.unguarded(rule))
-        shadow = self.shadowed(rule, model)
+        shadow = self.shadowed(rule)
         if shadow is not None:
             return [*out, shadow]
         if rule.effect in GRANTS:
@@ -358,43 +411,43 @@ class Analysis:
     # ---- single-rule questions ---------------------------------------------------
 
     def _unsat_message(self, rule: ir.Rule) -> str:
+        target = f"rule `{rule.id}` can never match: its target admits no request"
         if rule.condition is None:
-            return f"rule `{rule.id}` can never match: its target admits no request"
-        status, _ = self.check(self.own[rule.id].target)
+            return target
+        status, _ = self.check(self.own[rule.id].target, chain=False)
         if status == "unsat":
-            return f"rule `{rule.id}` can never match: its target admits no request"
+            return target
         return f"rule `{rule.id}` can never match: its condition never holds"
 
     def always_true(self, rule: ir.Rule) -> list[Finding]:
         terms = self.own[rule.id]
         if rule.condition is None:
-            if (rule.actions, rule.principal_types, rule.resource_types) == (
-                None,
-                None,
-                None,
-            ):
-                return [
-                    self.finding(
-                        "always-true",
-                        f"rule `{rule.id}` ({rule.effect}) applies to "
-                        "every request: it has no target and no condition",
-                        [rule],
-                        hint="name the principals, actions or resources it is for",
-                    )
-                ]
-            return []
+            unconstrained = (rule.actions, rule.principal_types, rule.resource_types)
+            if unconstrained != (None, None, None):
+                return []
+            return [
+                self.finding(
+                    "always-true",
+                    f"rule `{rule.id}` ({rule.effect}) applies to every request: "
+                    "it has no target and no condition",
+                    [rule],
+                    hint="name the principals, actions or resources it is for",
+                )
+            ]
         key = ("always", self.schema_hash, self.hash[rule.id])
         answer = self.cache.get(key)
         if answer is None:
-            answer, _ = self.check(terms.target, negate(terms.matches))
+            answer, _ = self.check(
+                terms.target, negate(terms.matches), chain=terms.chain
+            )
             self.cache.put(key, answer)
         if answer != "unsat":
             return []
         return [
             self.finding(
                 "always-true",
-                f"the condition of rule `{rule.id}` ({rule.effect}) "
-                "always holds where its target applies",
+                f"the condition of rule `{rule.id}` ({rule.effect}) always holds "
+                "where its target applies",
                 [rule],
                 hint="the condition tests nothing; drop it or say what was meant",
             )
@@ -402,10 +455,12 @@ class Analysis:
 
     def unguarded(self, rule: ir.Rule) -> list[Finding]:
         terms = self.own[rule.id]
-        status, model = self.check(terms.errs)
-        if status != "sat" or model is None:
+        status, _ = self.check(terms.errs, chain=terms.chain)
+        if status != "sat":
             return []
-        witness = self.confirm(model, lambda o: o.erred(rule.id) and o.effect == "deny")
+        witness = self.confirm(
+            [terms.errs], lambda o: o.erred(rule.id) and o.effect == "deny"
+        )
         if witness is None:
             return []
         observation = self.observe(witness)
@@ -413,8 +468,9 @@ class Analysis:
         return [
             self.finding(
                 "unguarded-optional",
-                f"{rule.effect} rule `{rule.id}` errs when {why or 'a value is absent'}"
-                ", and an erring rule makes the decision deny",
+                f"{rule.effect} rule `{rule.id}` errs when "
+                f"{why or 'a value is absent'}, and an erring rule makes the "
+                "decision deny",
                 [rule],
                 witness=witness,
                 decision="deny",
@@ -425,7 +481,7 @@ class Analysis:
 
     # ---- against the overlapping rules ------------------------------------------
 
-    def shadowed(self, rule: ir.Rule, example: z3.ModelRef) -> Finding | None:
+    def shadowed(self, rule: ir.Rule) -> Finding | None:
         if rule.effect == "deny":
             return None
         others = self.overlapping(rule.id)
@@ -433,6 +489,8 @@ class Analysis:
         blockers = [o for o in others if o.effect != "allow"]
         if not over and not blockers:
             return None
+        involved = [rule, *over, *blockers]
+        chain = self.needs_chain(*involved)
         overridden = any_of(
             [
                 *(self.own[o.id].matches for o in over),
@@ -443,48 +501,45 @@ class Analysis:
             "shadow",
             self.schema_hash,
             self.hash[rule.id],
-            *sorted(self.hash[o.id] + o.effect for o in {*over, *blockers}),
+            *sorted({self.hash[o.id] + o.effect for o in involved[1:]}),
         )
         answer = self.cache.get(key)
         if answer is None:
-            answer, _ = self.check(self.own[rule.id].matches, negate(overridden))
+            answer, _ = self.check(
+                self.own[rule.id].matches, negate(overridden), chain=chain
+            )
             self.cache.put(key, answer)
         if answer != "unsat":
             return None
-        status, model = self.check(self.own[rule.id].matches)
+        mine = self.own[rule.id].matches
+        status, model = self.check(mine, chain=True, model=True)
         witness = None
         winners: list[ir.Rule] = []
         if status == "sat" and model is not None:
-            winners = [
-                o
-                for o in over
-                if z3.is_true(model.eval(self.own[o.id].matches, model_completion=True))
-            ]
+            winners = [o for o in over if _holds(model, self.own[o.id].matches)]
             winners += [
                 o
                 for o in blockers
-                if o not in winners
-                and z3.is_true(model.eval(self.own[o.id].errs, model_completion=True))
+                if o not in winners and _holds(model, self.own[o.id].errs)
             ]
             rank = EFFECT_RANK[rule.effect]
             witness = self.confirm(
-                model,
+                [mine],
                 lambda o: (
                     o.matched(rule.id)
-                    and (o.own_effect is not None and EFFECT_RANK[o.own_effect] > rank)
+                    and o.own_effect is not None
+                    and EFFECT_RANK[o.own_effect] > rank
                 ),
             )
-        names = ", ".join(f"`{o.id}`" for o in (winners or over or blockers)[:3])
+        shown = (winners or over or blockers)[:3]
+        names = ", ".join(f"`{o.id}`" for o in shown)
         return self.finding(
             "shadowed",
-            f"rule `{rule.id}` ({rule.effect}) can never change a "
-            f"decision: wherever it matches, a stronger rule decides ({names})",
-            [rule, *(winners or over or blockers)[:3]],
+            f"rule `{rule.id}` ({rule.effect}) can never change a decision: "
+            f"wherever it matches, a stronger rule decides ({names})",
+            [rule, *shown],
             witness=witness,
-            notes=[
-                (f"`{o.id}` ({o.effect}) overrides it", o.span)
-                for o in (winners or over or blockers)[:3]
-            ],
+            notes=[(f"`{o.id}` ({o.effect}) overrides it", o.span) for o in shown],
             hint="remove the rule, or narrow the rule that overrides it",
         )
 
@@ -495,28 +550,39 @@ class Analysis:
         out: list[Finding] = []
         mine = self.own[rule.id].matches
         while remaining:
+            # Solved under every axiom, so the model is itself a witness for
+            # every conflict it shows.
             status, model = self.check(
-                mine, any_of(self.own[o.id].matches for o in remaining)
+                mine,
+                any_of(self.own[o.id].matches for o in remaining),
+                chain=True,
+                model=True,
             )
             if status != "sat" or model is None:
                 break
-            hits = [
-                o
-                for o in remaining
-                if z3.is_true(model.eval(self.own[o.id].matches, model_completion=True))
-            ]
+            hits = [o for o in remaining if _holds(model, self.own[o.id].matches)]
             if not hits:
                 break
             remaining = [o for o in remaining if o not in hits]
+            shared = self.builder.build(model)
+            observation = self.observer.observe(shared)
             for other in hits:
-                witness = self.confirm(model, _both_match(rule.id, other.id))
+                witness: dict[str, Any] | None = shared
+                if not (
+                    observation is not None
+                    and observation.chain_ok
+                    and observation.matched(rule.id)
+                    and observation.matched(other.id)
+                ):
+                    both = [mine, self.own[other.id].matches]
+                    witness = self.confirm(both, _both_match(rule.id, other.id))
                 if witness is None and self.exact(rule, other):
                     continue
                 out.append(
                     self.finding(
                         "conflict",
-                        f"rules `{rule.id}` ({rule.effect}) and "
-                        f"`{other.id}` ({other.effect}) both match some requests; "
+                        f"rules `{rule.id}` ({rule.effect}) and `{other.id}` "
+                        f"({other.effect}) both match some requests; "
                         f"`{other.id}` wins there",
                         [rule, other],
                         witness=witness,
@@ -539,32 +605,30 @@ class Analysis:
             "redundant",
             self.schema_hash,
             self.hash[rule.id],
-            *sorted(self.hash[o.id] for o in candidates),
+            *sorted({self.hash[o.id] for o in candidates}),
         )
-        cached = self.cache.get(key)
-        covering: list[str] | None = cached
+        covering: list[str] | None = self.cache.get(key)
         if covering is None:
             covering = self._covering(rule, candidates)
             self.cache.put(key, covering)
-        by_hash = {self.hash[o.id]: o for o in candidates}
-        covers_ = [by_hash[h] for h in covering if h in by_hash]
+        covers_ = [o for o in candidates if self.hash[o.id] in covering]
         if not covers_:
             return None
         cover = sorted(covers_, key=lambda o: o.id)[0]
-        mutual = self.reach[cover.id].within(reach) and self._covering(
-            cover, [rule]
-        ) == [self.hash[rule.id]]
+        mutual = self.reach[cover.id].within(reach) and bool(
+            self._covering(cover, [rule])
+        )
         if mutual and rule.id < cover.id:
             return None
         if mutual:
             message = (
-                f"rules `{cover.id}` and `{rule.id}` ({rule.effect}) match "
-                f"exactly the same requests; `{rule.id}` is redundant"
+                f"rules `{cover.id}` and `{rule.id}` ({rule.effect}) match exactly "
+                f"the same requests; `{rule.id}` is redundant"
             )
         else:
             message = (
-                f"rule `{rule.id}` ({rule.effect}) is redundant: every "
-                f"request it matches is also matched by `{cover.id}`"
+                f"rule `{rule.id}` ({rule.effect}) is redundant: every request it "
+                f"matches is also matched by `{cover.id}`"
             )
         return self.finding(
             "redundant",
@@ -575,23 +639,22 @@ class Analysis:
         )
 
     def _covering(self, rule: ir.Rule, candidates: Sequence[ir.Rule]) -> list[str]:
+        """Content hashes of the candidates that match wherever `rule` does."""
         remaining = list(candidates)
         mine = self.own[rule.id].matches
+        chain = self.needs_chain(rule, *candidates)
         while remaining:
             status, model = self.check(
-                mine, any_of(negate(self.own[o.id].matches) for o in remaining)
+                mine,
+                any_of(self.not_matches(o) for o in remaining),
+                chain=chain,
+                model=True,
             )
             if status == "unsat":
                 return [self.hash[o.id] for o in remaining]
             if status != "sat" or model is None:
                 return []
-            remaining = [
-                o
-                for o in remaining
-                if not z3.is_false(
-                    model.eval(self.own[o.id].matches, model_completion=True)
-                )
-            ]
+            remaining = [o for o in remaining if _holds(model, self.own[o.id].matches)]
         return []
 
     # ---- privilege drift ------------------------------------------------------------
@@ -618,19 +681,16 @@ class Analysis:
             out.append(found)
         return out
 
-    def _non_human_term(self) -> z3.BoolRef:
-        return self.v.kind_is("p", NON_HUMAN)
-
     def escalation(self, rule: ir.Rule) -> Finding | None:
         rank = EFFECT_RANK[rule.effect]
         own, root, final = self.decision_terms(rule)
-        status, model = self.check(
-            self.own[rule.id].matches, self._non_human_term(), own == rank, root > own
-        )
-        if status != "sat" or model is None:
+        mine = self.own[rule.id].matches
+        claim = [mine, self.v.kind_is("p", NON_HUMAN), own == rank, root > own]
+        status, _ = self.check(*claim, chain=True)
+        if status != "sat":
             return None
         witness = self.confirm(
-            model,
+            claim,
             lambda o: (
                 o.matched(rule.id)
                 and o.own_effect == rule.effect
@@ -641,7 +701,7 @@ class Analysis:
         )
         if witness is None and self.exact(rule):
             return None
-        effective, _ = self.check(self.own[rule.id].matches, own == rank, final == rank)
+        effective, _ = self.check(mine, own == rank, final == rank, chain=True)
         who = witness["principal"]["type"] if witness else "a non-human identity"
         action = witness["action"] if witness else "its actions"
         root_effect = None
@@ -655,83 +715,85 @@ class Analysis:
         )
         return self.finding(
             "escalation",
-            f"rule `{rule.id}` grants `{who}` `{action}` where its "
-            f"root human gets {root_effect or 'a stronger effect'}{tail}",
+            f"rule `{rule.id}` grants `{who}` `{action}` where its root human gets "
+            f"{root_effect or 'a stronger effect'}{tail}",
             [rule],
             witness=witness,
             decision=root_effect,
-            hint="grant the root human the same, or narrow the rule to where "
-            "the root is granted",
+            hint="grant the root human the same, or narrow the rule to where the "
+            "root is granted",
         )
 
     def beyond_scope(self, rule: ir.Rule) -> list[Finding]:
-        out: list[Finding] = []
         checked = [
             p.scope for p in conjuncts(rule.condition) if isinstance(p, ir.Grants)
         ]
         if not checked:
-            return out
+            return []
         outside = all_of(
             negate(self.v.action_in([a for a in self.domain.actions if covers(s, a)]))
             for s in checked
         )
-        status, model = self.check(self.own[rule.id].matches, outside)
-        if status != "sat" or model is None:
-            return out
+        claim = [self.own[rule.id].matches, outside]
+        status, _ = self.check(*claim, chain=True)
+        if status != "sat":
+            return []
         scopes = ", ".join(f"`{s}`" for s in checked)
         witness = self.confirm(
-            model,
+            claim,
             lambda o: (
                 o.matched(rule.id)
                 and not any(covers(s, str(o.action)) for s in checked)
             ),
         )
         if witness is None and self.exact(rule):
-            return out
+            return []
         action = witness["action"] if witness else "an action"
-        out.append(
+        return [
             self.finding(
                 "beyond-scope",
-                f"rule `{rule.id}` grants `{action}`, outside the "
-                f"scope {scopes} that its `delegation.grants` test checks",
+                f"rule `{rule.id}` grants `{action}`, outside the scope {scopes} "
+                "that its `delegation.grants` test checks",
                 [rule],
                 witness=witness,
                 hint="test the scope of each action the rule grants, e.g. "
                 "`delegation.grants(…)` for the rule's own actions",
             )
-        )
-        return out
+        ]
 
     def blanket(self, rule: ir.Rule) -> Finding | None:
         reach = self.reach[rule.id]
         agents = self._non_human(reach)
         terms = self.own[rule.id]
         base = [terms.matches, self.v.type_in("p", agents)]
+        chain = terms.chain
+        actions = self.domain.actions
+        resources = sorted(self.domain.resources)
         what: str | None = None
         if (
             rule.actions is None
-            and len(self.domain.actions) > 1
-            and reach.actions == frozenset(self.domain.actions)
+            and len(actions) > 1
+            and reach.actions == frozenset(actions)
+            and all(
+                self.check(*base, self.v.action_in([a]), chain=chain)[0] == "sat"
+                for a in actions
+            )
         ):
-            if all(
-                self.check(*base, self.v.action_in([a]))[0] == "sat"
-                for a in self.domain.actions
-            ):
-                what = "every action"
+            what = "every action"
         if (
             what is None
             and rule.resource_types is None
-            and len(self.domain.resources) > 1
+            and len(resources) > 1
             and reach.resources == self.domain.resources
+            and all(
+                self.check(*base, self.v.type_in("r", [t]), chain=chain)[0] == "sat"
+                for t in resources
+            )
         ):
-            if all(
-                self.check(*base, self.v.type_in("r", [t]))[0] == "sat"
-                for t in sorted(self.domain.resources)
-            ):
-                what = "every resource type"
+            what = "every resource type"
         witness = None
         if what is None:
-            found = self._unbounded_label(rule, base)
+            found = self._unbounded_label(rule, base, chain)
             if found is None:
                 return None
             what, witness = found
@@ -741,13 +803,16 @@ class Analysis:
             f"rule `{rule.id}` ({rule.effect}) grants non-human {who} {what}",
             [rule],
             witness=witness,
-            hint="name the actions and resources the identity needs, and bound "
-            "the sensitivity it may reach",
+            hint="name the actions and resources the identity needs, and bound the "
+            "sensitivity it may reach",
         )
 
     def _unbounded_label(
-        self, rule: ir.Rule, base: list[z3.BoolRef]
+        self, rule: ir.Rule, base: list[z3.BoolRef], chain: bool
     ) -> tuple[str, dict[str, Any]] | None:
+        """Can the rule grant on a resource whose required label attribute is
+        at the top of its order?"""
+        options: list[tuple[z3.BoolRef, str, str, ir.LabelOrder]] = []
         for rtype in sorted(self.reach[rule.id].resources):
             entity = self.policy.schema.entities.get(rtype)
             if entity is None:
@@ -756,23 +821,35 @@ class Analysis:
                 if not isinstance(spec.type, ir.LabelType) or spec.optional:
                     continue
                 order = self.policy.schema.labels[spec.type.order]
-                top = len(order.labels) - 1
                 term = self.v.value("r", (name,), spec.type)
-                status, model = self.check(
-                    *base, self.v.type_in("r", [rtype]), term == top
+                at_top = all_of(
+                    [self.v.type_in("r", [rtype]), term == len(order.labels) - 1]
                 )
-                if status != "sat" or model is None:
-                    continue
-                witness = self.confirm(model, lambda o: o.matched(rule.id))
-                if witness is None:
-                    continue
-                label = order.labels[top]
-                return (
-                    f"`{rtype}` resources up to `{name}` `{label}` (no bound on "
-                    f"`{order.name}`)",
-                    witness,
-                )
+                options.append((at_top, rtype, name, order))
+        if not options:
+            return None
+        status, model = self.check(
+            *base, any_of(o[0] for o in options), chain=chain, model=True
+        )
+        if status != "sat" or model is None:
+            return None
+        for at_top, rtype, name, order in options:
+            if not _holds(model, at_top):
+                continue
+            witness = self.confirm([*base, at_top], lambda o: o.matched(rule.id))
+            if witness is None:
+                return None
+            label = order.labels[-1]
+            return (
+                f"`{rtype}` resources up to `{name}` `{label}` (no bound on "
+                f"`{order.name}`)",
+                witness,
+            )
         return None
+
+
+def _holds(model: z3.ModelRef, term: z3.BoolRef) -> bool:
+    return bool(z3.is_true(model.eval(term, model_completion=True)))
 
 
 def _both_match(a: str, b: str) -> Callable[[Observation], bool]:

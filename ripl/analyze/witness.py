@@ -20,7 +20,7 @@ import attrs
 import z3
 
 from ripl import ir
-from ripl.analyze.encode import Vars, literal_value
+from ripl.analyze.encode import ModelValues, Vars
 from ripl.decision import Decision, Verdict, combine
 from ripl.delegation import NO_CHAIN, check_chain, find_root
 from ripl.engine import Engine
@@ -72,12 +72,11 @@ class WitnessBuilder:
                 return labels[max(0, min(rank, len(labels) - 1))]
         return str(rank)
 
-    def build(self, model: z3.ModelRef) -> dict[str, Any]:
+    def build(self, z3_model: z3.ModelRef) -> dict[str, Any]:
         v = self.v
         d = v.domain
-
-        def val(term: Any) -> Any:
-            return literal_value(term, model)
+        model = ModelValues(z3_model, v.names)
+        val = model.get
 
         ptype = d.types[val(v.ptype)]
         rtype = d.types[val(v.rtype)]
@@ -150,13 +149,13 @@ class WitnessBuilder:
             request["entities"] = entities
         return request
 
-    def _ids(self, model: z3.ModelRef) -> dict[str, str]:
+    def _ids(self, model: ModelValues) -> dict[str, str]:
         v = self.v
         ids: dict[str, str] = {}
         taken: set[str] = set()
         for slot in ("p", "r", "o", "root"):
             if slot in v.used_ids:
-                value = literal_value(v.ids[slot], model)
+                value = model.get(v.ids[slot])
                 ids[slot] = value if isinstance(value, str) else FRESH_IDS[slot]
                 taken.add(ids[slot])
         for slot in ("p", "r", "o", "root"):
@@ -167,10 +166,11 @@ class WitnessBuilder:
                 ids[slot] = fresh
                 taken.add(fresh)
         # The owner and the root name one entity when the model says so.
-        same = literal_value(v.ids["o"], model) == literal_value(v.ids["root"], model)
-        if same and ("o" in v.used_ids) != ("root" in v.used_ids):
-            shared = ids["o"] if "o" in v.used_ids else ids["root"]
-            ids["o"] = ids["root"] = shared
+        if model.get(v.root_is_owner) is True:
+            if "root" in v.used_ids and "o" not in v.used_ids:
+                ids["o"] = ids["root"]
+            else:
+                ids["root"] = ids["o"]
         return ids
 
     def _spec(self, slot: str, typ: str | None, first: str) -> ir.AttrSpec | None:
@@ -183,7 +183,7 @@ class WitnessBuilder:
         entity = self._entity_def(typ) if typ else None
         return entity.attrs.get(first) if entity else None
 
-    def _attrs(self, model: z3.ModelRef, slot: str, typ: str | None) -> dict[str, Any]:
+    def _attrs(self, model: ModelValues, slot: str, typ: str | None) -> dict[str, Any]:
         v = self.v
         out: dict[str, Any] = {}
         leaves: list[tuple[tuple[str, ...], Any]] = []
@@ -225,12 +225,12 @@ class WitnessBuilder:
         return specs
 
     def _present(
-        self, model: z3.ModelRef, slot: str, path: tuple[str, ...], spec: ir.AttrSpec
+        self, model: ModelValues, slot: str, path: tuple[str, ...], spec: ir.AttrSpec
     ) -> bool:
         if not spec.optional:
             return True
         term = self.v.presence.get((slot, path))
-        return term is not None and literal_value(term, model) is True
+        return term is not None and model.get(term) is True
 
     def _place(
         self,
@@ -239,7 +239,7 @@ class WitnessBuilder:
         path: tuple[str, ...],
         payload: Any,
         typ: ir.Type,
-        model: z3.ModelRef,
+        model: ModelValues,
     ) -> None:
         target = out
         for name in field_path[:-1]:
@@ -248,11 +248,11 @@ class WitnessBuilder:
         if payload[0] == "#member":
             _, element, term = payload
             items = target.setdefault(leaf, [])
-            if literal_value(term, model) is True and isinstance(items, list):
+            if model.get(term) is True and isinstance(items, list):
                 items.append(element)
             return
         _, term = payload
-        raw = literal_value(term, model)
+        raw = model.get(term)
         if path[-1] == "#type":
             ref = target.setdefault(leaf, {})
             ref["type"] = (
@@ -288,7 +288,7 @@ class WitnessBuilder:
 
     def _chain(
         self,
-        model: z3.ModelRef,
+        model: ModelValues,
         depth: int,
         roottype: str,
         root_id: str,
@@ -296,10 +296,10 @@ class WitnessBuilder:
         principal_id: str,
     ) -> list[dict[str, Any]]:
         v = self.v
-        scopes = [
-            g for g, term in v.inscope.items() if literal_value(term, model) is True
-        ]
-        members = [t for t, term in v.mid.items() if literal_value(term, model) is True]
+        action = v.domain.actions[model.get(v.action)]
+        chosen = {g for g, term in v.inscope.items() if model.get(term) is True}
+        scopes = sorted(chosen | {action})
+        members = [t for t, term in v.mid.items() if model.get(term) is True]
         while len(members) < depth - 1:
             members.append(ptype)
         hops = [(roottype, root_id)]
@@ -316,12 +316,12 @@ class WitnessBuilder:
             }
             links.append(link)
         first = links[0]
-        if literal_value(v.purpose_present, model) is True:
-            first["purpose"] = literal_value(v.purpose, model)
+        if model.get(v.purpose_present) is True:
+            first["purpose"] = model.get(v.purpose)
         limits = {}
         for name, (present, value) in sorted(v.limits.items()):
-            if literal_value(present, model) is True:
-                limits[name] = _decimal(literal_value(value, model), v.unit)
+            if model.get(present) is True:
+                limits[name] = _decimal(model.get(value), v.unit)
         if limits:
             first["limits"] = limits
         return links
@@ -356,23 +356,40 @@ class Observation:
 
 
 class Observer:
+    """Runs requests through the reference engine. A decision depends only on
+    the rules whose target admits the request's action, so each action gets
+    an engine over those rules alone: the same decisions, without walking
+    every rule of a large policy set for each witness."""
+
     def __init__(self, policy: ir.PolicySet) -> None:
         self.policy = policy
-        self.engine = Engine(
-            policy, mode="reference", clock=lambda: datetime(2026, 1, 1, tzinfo=UTC)
-        )
-        self.interpreter = Interpreter(policy)
+        self._engines: dict[str, tuple[Engine, ir.PolicySet]] = {}
+
+    def _engine(self, action: str) -> tuple[Engine, ir.PolicySet]:
+        found = self._engines.get(action)
+        if found is None:
+            rules = tuple(
+                r for r in self.policy.rules if r.actions is None or action in r.actions
+            )
+            policy = attrs.evolve(self.policy, rules=rules)
+            engine = Engine(policy, mode="reference", clock=_clock)
+            found = self._engines[action] = (engine, policy)
+        return found
 
     def observe(self, request: Mapping[str, Any]) -> Observation | None:
-        decision = self.engine.decide(request)
-        schema = self.policy.schema
+        action = request.get("action")
+        if not isinstance(action, str) or action not in self.policy.schema.actions:
+            return None
+        engine, policy = self._engine(action)
+        decision = engine.decide(request)
+        schema = policy.schema
         try:
             parsed = parse_request(request, schema, datetime(2026, 1, 1, tzinfo=UTC))
         except BadRequest:
             return Observation(decision, {}, None, None, None, False, {})
         failures, facts = check_chain(parsed, schema)
-        own, errors = self._statuses(parsed, facts)
-        own_verdict = self._verdict(parsed, facts)
+        own, errors = self._statuses(policy, parsed, facts)
+        own_verdict = self._verdict(policy, parsed, facts)
         root_entity, missing = find_root(parsed, schema, facts)
         root: dict[str, str] | None = None
         root_effect: str | None = None
@@ -391,8 +408,8 @@ class Observer:
                 parsed.entities,
                 parsed.now,
             )
-            root, _ = self._statuses(as_root, NO_CHAIN)
-            root_effect = self._verdict(as_root, NO_CHAIN).effect
+            root, _ = self._statuses(policy, as_root, NO_CHAIN)
+            root_effect = self._verdict(policy, as_root, NO_CHAIN).effect
         return Observation(
             decision,
             own,
@@ -405,12 +422,12 @@ class Observer:
         )
 
     def _statuses(
-        self, parsed: Parsed, facts: Any
+        self, policy: ir.PolicySet, parsed: Parsed, facts: Any
     ) -> tuple[dict[str, str], dict[str, str]]:
         scope = Scope(parsed, facts)
         out: dict[str, str] = {}
         errors: dict[str, str] = {}
-        for rule in self.policy.rules:
+        for rule in policy.rules:
             if not target_holds(rule, parsed):
                 continue
             result = evaluate_rule(rule, scope)
@@ -421,6 +438,10 @@ class Observer:
                 out[rule.id] = "match"
         return out, errors
 
-    def _verdict(self, parsed: Parsed, facts: Any) -> Verdict:
-        outcome = self.interpreter.outcome(parsed, facts)
-        return combine(outcome, self.policy.schema.obligations)
+    def _verdict(self, policy: ir.PolicySet, parsed: Parsed, facts: Any) -> Verdict:
+        outcome = Interpreter(policy).outcome(parsed, facts)
+        return combine(outcome, policy.schema.obligations)
+
+
+def _clock() -> datetime:
+    return datetime(2026, 1, 1, tzinfo=UTC)
