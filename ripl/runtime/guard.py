@@ -646,6 +646,31 @@ class Guard:
             tuple(call.secrets),
         )
 
+    def preview(
+        self,
+        action: str,
+        *,
+        resource: ResourceSpec | None = None,
+        arguments: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Decision:
+        """The decision a call would get, built exactly as a call builds it
+        (same session, mapping and chain check), without auditing or running
+        anything. Listing tools uses it, so what is listed and what may be
+        called can never disagree."""
+        spec = _ToolSpec(
+            name=name or action,
+            action=action,
+            resource=resource,
+            mapper=None,
+            amount=None,
+            credential=None,
+            signature=inspect.Signature(),
+        )
+        session = self._current_session()
+        call = ToolCall(spec.name, action, dict(arguments or {}), session, None)
+        return self._decide(spec, call, session)[1]
+
     # -- the steps ---------------------------------------------------------
 
     def _admit(
