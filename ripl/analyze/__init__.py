@@ -11,18 +11,25 @@ reference engine and shows what the finding claims.
 from __future__ import annotations
 
 from ripl import ir
-from ripl.analyze.findings import KINDS, Finding, report_json
+from ripl.analyze.diff import Change, DiffReport, diff_policies
+from ripl.analyze.findings import KINDS, Finding, at_or_above, report_json
 from ripl.analyze.run import Analysis, Progress, SolverCache
+from ripl.analyze.sarif import report_sarif
 from ripl.analyze.suppress import apply_suppressions
 
 __all__ = [
     "KINDS",
     "Analysis",
+    "Change",
+    "DiffReport",
     "Finding",
     "Progress",
     "SolverCache",
     "analyze",
+    "at_or_above",
+    "diff",
     "report_json",
+    "report_sarif",
 ]
 
 
@@ -36,3 +43,8 @@ def analyze(
     in `Finding.suppressed` and are still returned, so they can be listed."""
     findings = Analysis(policy, cache=cache, progress=progress).run()
     return apply_suppressions(policy, findings)
+
+
+def diff(old: ir.PolicySet, new: ir.PolicySet) -> DiffReport:
+    """Every class of requests whose decision changed from `old` to `new`."""
+    return diff_policies(old, new)
