@@ -19,7 +19,6 @@ from ripl.source import Span
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVELS = {"error": "error", "warning": "warning", "info": "note"}
-TOOL_URI = "https://github.com/ripl-lang/ripl/blob/main/docs/analyzer.md"
 
 
 def _region(span: Span) -> dict[str, int]:
@@ -55,7 +54,6 @@ def rule_descriptors() -> list[dict[str, Any]]:
             "shortDescription": {"text": kind.title},
             "fullDescription": {"text": kind.help},
             "help": {"text": kind.help},
-            "helpUri": f"{TOOL_URI}#{kind.code}",
             "defaultConfiguration": {"level": LEVELS[kind.severity]},
             "properties": {"tags": ["policy", "authorization"]},
         }
@@ -119,7 +117,6 @@ def report_sarif(
                     "driver": {
                         "name": "ripl",
                         "version": version,
-                        "informationUri": TOOL_URI,
                         "rules": descriptors,
                     }
                 },
