@@ -114,30 +114,69 @@ def report_diagnostics(
 
 @main.command()
 @paths_argument
+@format_option("text", "json", "sarif")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["error", "warning", "info"]),
+    default="error",
+    show_default=True,
+    help="Exit 1 when a finding at or above this severity is reported.",
+)
+def check(paths: tuple[Path, ...], fmt: str, fail_on: str) -> None:
+    """Parse, type-check and analyze a policy set (see docs/analyzer.md)."""
+    from ripl.analyze.report import check_output
+
+    with analysis_progress() as progress:
+        out = check_output(paths, fmt=fmt, fail_on=fail_on, progress=progress)
+    emit(out)
+
+
+@main.command("diff")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
 @format_option("text", "json")
-def check(paths: tuple[Path, ...], fmt: str) -> None:
-    """Parse and type-check a policy set."""
-    policy = load_or_exit(paths, fmt)
-    summary = (
-        f"{len(policy.rules)} rules, {len(policy.tests)} tests in "
-        f"{len(policy.sources)} files"
-    )
-    if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "ok": True,
-                    "rules": len(policy.rules),
-                    "tests": len(policy.tests),
-                    "files": sorted(policy.sources),
-                    "policy_hash": policy.policy_hash,
-                    "diagnostics": [],
-                },
-                indent=2,
+def diff_command(old: Path, new: Path, fmt: str) -> None:
+    """Show which requests a new policy version decides differently; exit 1
+    when any became more permissive."""
+    from ripl.analyze.report import diff_output
+
+    emit(diff_output([old], [new], fmt=fmt))
+
+
+def emit(out: Any) -> None:
+    if out.stdout:
+        click.echo(out.stdout)
+    if out.stderr:
+        click.echo(out.stderr, err=True)
+    sys.exit(out.exit_code)
+
+
+class analysis_progress:  # noqa: N801 - used as a context manager
+    """A progress bar on an interactive terminal; nothing in CI or a pipe."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[int, int], None] | None:
+        import os
+
+        if not sys.stderr.isatty() or os.environ.get("CI"):
+            return None
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if total < 200:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(
+                length=total, label="analyzing", file=sys.stderr
             )
-        )
-    else:
-        click.echo(f"ok: {summary}; no problems found")
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 # ---- eval --------------------------------------------------------------------
