@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-mcp = pytest.importorskip("mcp")
+mcp = pytest.importorskip("mcp.server.mcpserver", reason="needs the mcp SDK, 2.x")
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: E402
     Ed25519PrivateKey,
 )
