@@ -689,6 +689,11 @@ class Analysis:
         status, _ = self.check(*claim, chain=True)
         if status != "sat":
             return None
+        # Only a grant the root never has is reported: one capped for some
+        # roots only (say, minors) is how conditions on the human work.
+        effective, _ = self.check(mine, own == rank, final == rank, chain=True)
+        if effective != "unsat":
+            return None
         witness = self.confirm(
             claim,
             lambda o: (
@@ -701,22 +706,17 @@ class Analysis:
         )
         if witness is None and self.exact(rule):
             return None
-        effective, _ = self.check(mine, own == rank, final == rank, chain=True)
         who = witness["principal"]["type"] if witness else "a non-human identity"
         action = witness["action"] if witness else "its actions"
         root_effect = None
         if witness is not None:
             observation = self.observe(witness)
             root_effect = observation.root_effect if observation else None
-        tail = (
-            "; the rule never takes effect"
-            if effective == "unsat"
-            else "; the engine caps the decision there"
-        )
         return self.finding(
             "escalation",
-            f"rule `{rule.id}` grants `{who}` `{action}` where its root human gets "
-            f"{root_effect or 'a stronger effect'}{tail}",
+            f"rule `{rule.id}` grants `{who}` `{action}`, which no rule grants its "
+            f"root human (who gets {root_effect or 'a stronger effect'}); the engine "
+            "caps the decision by the root's, so the rule never takes effect",
             [rule],
             witness=witness,
             decision=root_effect,
