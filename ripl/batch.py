@@ -593,7 +593,7 @@ def _decide_group(
 ) -> None:
     action, ptype, rtype, root = key
     n = len(index)
-    if root in ("agent", "orphan"):
+    if root == "agent":
         effects[index] = DENY
         for row in index:
             rules[row] = ()
@@ -608,6 +608,14 @@ def _decide_group(
             _reader(schema, arrays, index, "principal", ptype, rtype),
         ),
     )
+    if root == "orphan":
+        # root_not_found denies, but a principal's own deny comes first and
+        # keeps its rules (as `decide_parsed` does).
+        effects[index] = DENY
+        for j, row in enumerate(index):
+            own_deny = own.effects[j] == DENY
+            rules[row] = tuple(sorted(_ids(own, j))) if own_deny else ()
+        return
     if root is None:
         effects[index] = own.effects
         patterns, first, inverse = _patterns(own.members)

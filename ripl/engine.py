@@ -273,6 +273,8 @@ def decide_parsed(
     if failures:
         return deny(*failures)
     own = combine(evaluator.outcome(request, facts), definitions)
+    if own.effect == "deny":
+        return own  # nothing the root gets can make a deny stricter
     root, missing = find_root(request, schema, facts)
     if missing is not None:
         return deny(missing, errors=own.errors)

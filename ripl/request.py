@@ -354,6 +354,18 @@ def _parse_time(value: str) -> datetime | None:
 def _check_entity(
     data: Any, path: tuple[str | int, ...], schema: ir.Schema
 ) -> ir.EntityDef:
+    if type(data) is dict:  # the common case, checked in one go
+        typ, ident = data.get("type"), data.get("id")
+        definition = schema.entities.get(typ) if type(typ) is str else None
+        if (
+            definition is not None
+            and type(ident) is str
+            and len(ident) <= MAX_ID_LENGTH
+            and type(data.get("attrs", {})) is dict
+            and (data.get("owner") is None or type(data["owner"]) is dict)
+            and (data.get("owner") is None or entity_ref(data["owner"]) is not None)
+        ):
+            return definition
     if not _is_map(data):
         raise BadRequest(f"`{path[-1]}` must be an object with `type` and `id`", path)
     typ, ident = data.get("type"), data.get("id")
