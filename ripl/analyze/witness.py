@@ -208,7 +208,39 @@ class WitnessBuilder:
             ):
                 continue
             self._place(out, field_path, path, payload, specs[-1].type, model)
+        # An optional attribute only tested with `has` has no value of its own
+        # in the model: give it one of its type.
+        for (s, path), term in sorted(v.presence.items(), key=lambda x: x[0][1]):
+            if s != slot or model.get(term) is not True:
+                continue
+            spec = self._spec(slot, typ, path[0])
+            specs = self._walk_specs(spec, list(path)) if spec else None
+            if specs is None or not all(
+                self._present(model, slot, path[: i + 1], x)
+                for i, x in enumerate(specs)
+            ):
+                continue
+            target = out
+            for name in path[:-1]:
+                target = target.setdefault(name, {})
+            if isinstance(target, dict) and path[-1] not in target:
+                target[path[-1]] = self._default(specs[-1].type)
         return out
+
+    def _default(self, typ: ir.Type) -> Any:
+        if isinstance(typ, ir.RecordType):
+            return {
+                name: self._default(spec.type)
+                for name, spec in typ.fields
+                if not spec.optional
+            }
+        if isinstance(typ, ir.LabelType):
+            return self._label_name(typ.order, 0)
+        if isinstance(typ, ir.SetType):
+            return []
+        if isinstance(typ, ir.EntityType):
+            return {"type": sorted(typ.names)[0] if typ.names else "?", "id": "e-1"}
+        return {"bool": False, "string": ""}.get(str(typ), 0)
 
     def _walk_specs(
         self, first: ir.AttrSpec, path: list[str]
