@@ -101,3 +101,13 @@ def test_diff_exits_1_when_a_version_is_more_permissive(tmp_path: Path) -> None:
     assert [c["change"] for c in report["more_permissive"]] == ["deny → allow"]
     code, _ = invoke("diff", str(new), str(old))
     assert code == 0
+
+
+def test_a_policy_path_that_cannot_be_read_as_a_file_exits_2(tmp_path: Path) -> None:
+    """Works as root too, where a file without permissions is still readable."""
+    (tmp_path / "good.ripl").write_text(CLEAN)
+    (tmp_path / "odd.ripl").mkdir()
+    code, out = invoke("check", str(tmp_path), "--format", "sarif")
+    assert code == 2
+    notes = json.loads(out)["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert any("odd.ripl" in json.dumps(n) for n in notes)
