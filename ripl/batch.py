@@ -500,6 +500,8 @@ def _root_type(schema: ir.Schema, ptype: str, owner_type: Any, row: int) -> str 
     definition = schema.entities.get(owner)
     if definition is None or definition.kind != "human":
         return ""
+    if owner not in schema.entities[ptype].owners:
+        return ""  # not a declared owner: `decide` says why
     return str(owner)
 
 

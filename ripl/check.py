@@ -389,33 +389,53 @@ class Checker:
         )
 
     def _check_owners(self) -> None:
-        """Following owners from any non-human type must reach a human."""
-        for start in sorted(self.entities):
-            entity = self.entities[start]
-            if entity.kind not in ir.NON_HUMAN:
+        """Every non-human type must have some chain of owners that reaches a
+        human. A type may list itself or another non-human type among its
+        owners, as long as one of the ways leads to a human."""
+        reach = {n for n, e in self.entities.items() if e.kind == "human"}
+        for name in sorted(self.entities):
+            for owner in sorted(self.entities[name].owners):
+                if self.entities[owner].kind is None:
+                    self.error(
+                        "owner",
+                        f"owner `{owner}` of `{name}` is not an identity",
+                        self.entities[name].span,
+                        "owners are humans or other non-human identities",
+                    )
+        grew = True
+        while grew:
+            grew = False
+            for name, entity in self.entities.items():
+                if name not in reach and entity.owners & reach:
+                    reach.add(name)
+                    grew = True
+        stuck = sorted(
+            n
+            for n, e in self.entities.items()
+            if e.kind in ir.NON_HUMAN and n not in reach and e.owners
+        )
+        reported: set[str] = set()
+        for start in stuck:
+            if start in reported:
                 continue
-            stack: list[tuple[str, tuple[str, ...]]] = [(start, (start,))]
-            while stack:
-                name, path = stack.pop()
-                for owner in sorted(self.entities[name].owners):
-                    if owner in path:
-                        self.error(
-                            "owner",
-                            "ownership cycle: " + " → ".join((*path, owner)),
-                            entity.span,
-                            "some owner on the way must be a human",
-                        )
-                        return
-                    kind = self.entities[owner].kind
-                    if kind is None:
-                        self.error(
-                            "owner",
-                            f"owner `{owner}` of `{name}` is not an identity",
-                            entity.span,
-                            "owners are humans or other non-human identities",
-                        )
-                    elif kind != "human":
-                        stack.append((owner, (*path, owner)))
+            path = [start]
+            while True:
+                nxt = min(
+                    (o for o in self.entities[path[-1]].owners if o in stuck),
+                    default=None,
+                )
+                if nxt is None or nxt in path:
+                    break
+                path.append(nxt)
+            span = self.entities[start].span
+            if nxt is not None:
+                cycle = path[path.index(nxt) :] + [nxt]
+                reported.update(cycle)
+                message = "ownership cycle: " + " → ".join(cycle)
+            else:
+                reported.add(start)
+                message = f"no chain of owners from `{start}` reaches a human"
+            self.error("owner", message, span, "some owner on the way must be a human")
 
     def _attr_spec(self, mod: str, decl: ast.AttrDecl) -> ir.AttrSpec | None:
         try:
@@ -487,11 +507,15 @@ class Checker:
     # ---- expressions ----------------------------------------------------------
 
     def visible_labels(self, mod: str, name: str) -> list[ir.LabelOrder]:
+        """Labels are visible where they or their order are imported."""
         return [
             order
             for order_name, order in self.labels.items()
             if name in order.labels
-            and self.sees(mod, self.label_module[order_name], name)
+            and (
+                self.sees(mod, self.label_module[order_name], name)
+                or self.sees(mod, self.label_module[order_name], order_name)
+            )
         ]
 
     def visible_risk(self, mod: str, name: str) -> ir.RiskRef | None:
@@ -656,15 +680,14 @@ class Checker:
     def _hidden_hint(self, mod: str, name: str) -> str | None:
         for order_name, order in self.labels.items():
             if name in order.labels:
+                owner = self.label_module[order_name]
                 return (
-                    f"`{name}` is declared in module "
-                    f"`{self.label_module[order_name]}`; import it there"
+                    f"`{name}` is a `{order_name}` label of module `{owner}`; "
+                    f"add `import {owner} ({order_name})`"
                 )
         if name in self.risk_syntax:
-            return (
-                f"`{name}` is declared in module `{self.risk_syntax[name][0]}`;"
-                " import it"
-            )
+            owner = self.risk_syntax[name][0]
+            return f"`{name}` is a risk of module `{owner}`; add `import {owner}`"
         return None
 
     def visit_GetAttr(self, node: ast.GetAttr, env: _Env) -> ir.Expr:

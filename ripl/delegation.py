@@ -173,12 +173,19 @@ def find_root(
     if schema.entities[principal.type].kind in (None, "human"):
         return None, None
     seen = {principal.ref}
+    owned = principal.type
     owner = principal.owner
     while True:
         if owner is None:
             return None, (
                 f"root_not_found: `{principal.ref}` has no owner in the "
                 "request, so its root human cannot be found"
+            )
+        if owner.type not in schema.entities[owned].owners:
+            allowed = ", ".join(f"`{t}`" for t in sorted(schema.entities[owned].owners))
+            return None, (
+                f"root_not_found: `{owner}` cannot own a `{owned}` "
+                f"(its owners are {allowed})"
             )
         definition = schema.entities.get(owner.type)
         if definition is None or owner in seen:
@@ -190,6 +197,7 @@ def find_root(
         if definition.kind == "human":
             return _root_entity(request, owner), None
         seen.add(owner)
+        owned = owner.type
         entity = request.entity(owner)
         if entity is None:
             return None, (

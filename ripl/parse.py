@@ -607,6 +607,12 @@ def _token_text(tok: Token) -> str:
     return f"`{text}`" if len(text) <= 40 else f"`{text[:37]}…`"
 
 
+_FOREIGN_OPERATORS = {
+    "&": "ripl writes `and` (not `&&`)",
+    "!": "ripl writes `not` (and `!=` to compare)",
+}
+
+
 def _lark_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
     if isinstance(exc, UnexpectedCharacters):
         pos = exc.pos_in_stream or 0
@@ -618,6 +624,13 @@ def _lark_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
                 "unterminated string",
                 span,
                 hint='close the string with `"` on the same or a later line',
+            )
+        if char in _FOREIGN_OPERATORS:
+            return Diagnostic(
+                "syntax",
+                f"unexpected character `{char}`",
+                span,
+                hint=_FOREIGN_OPERATORS[char],
             )
         shown = repr(char)[1:-1] if not char.isprintable() else char
         return Diagnostic(
@@ -648,6 +661,8 @@ def _lark_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
         close = difflib.get_close_matches(word, keywords, n=1, cutoff=0.7)
         if close:
             hint = f"did you mean `{close[0]}`?"
+    if word == "|" and "NAME" not in expected:
+        hint = "ripl writes `or` (not `||`); `|` only separates types after `is`"
     if word in KEYWORDS and "NAME" in expected:
         hint = f"`{word}` is a keyword and cannot be used as a name here"
     return Diagnostic("syntax", f"unexpected {_token_text(tok)}", span, hint=hint)

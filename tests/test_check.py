@@ -366,9 +366,7 @@ def test_module_imported_from_the_policy_folder_is_found(tmp_path: Path) -> None
     assert [r.id for r in policy.rules] == ["r"]
 
 
-def test_label_of_an_order_imported_by_name_is_written_qualified(
-    tmp_path: Path,
-) -> None:
+def test_importing_a_label_order_by_name_brings_its_labels(tmp_path: Path) -> None:
     levels = "module levels\nlabels tier { gold < platinum }\n"
     main = (
         "module main\nimport levels (tier)\n"
@@ -382,11 +380,19 @@ def test_label_of_an_order_imported_by_name_is_written_qualified(
     assert [r.id for r in ripl.load_policy(tmp_path).rules] == ["r"]
 
     write(tmp_path, {"main.ripl": main.replace("LABEL", "gold")})
+    assert [r.id for r in ripl.load_policy(tmp_path).rules] == ["r"]
+
+    unimported = main.replace("import levels (tier)", "import levels (tier)\n")
+    unimported = unimported.replace("t: tier", "t: string").replace("LABEL", "gold")
+    write(tmp_path, {"main.ripl": unimported.replace("import levels (tier)\n", "")})
     with pytest.raises(ripl.CheckError) as info:
         ripl.load_policy(tmp_path)
     (found,) = info.value.diagnostics
     assert found.message == "unknown name `gold`"
-    assert found.hint == "`gold` is declared in module `levels`; import it there"
+    assert (
+        found.hint
+        == "`gold` is a `tier` label of module `levels`; add `import levels (tier)`"
+    )
 
 
 def test_risk_defined_in_terms_of_itself_is_an_error() -> None:
