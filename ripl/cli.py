@@ -122,12 +122,20 @@ def report_diagnostics(
     show_default=True,
     help="Exit 1 when a finding at or above this severity is reported.",
 )
-def check(paths: tuple[Path, ...], fmt: str, fail_on: str) -> None:
+@click.option(
+    "--show-info",
+    is_flag=True,
+    help="Also print info findings (conflicts, redundancy) in text output.",
+)
+def check(paths: tuple[Path, ...], fmt: str, fail_on: str, show_info: bool) -> None:
     """Parse, type-check and analyze a policy set (see docs/analyzer.md)."""
     from ripl.analyze.report import check_output
 
+    show = show_info or fail_on == "info"
     with analysis_progress() as progress:
-        out = check_output(paths, fmt=fmt, fail_on=fail_on, progress=progress)
+        out = check_output(
+            paths, fmt=fmt, fail_on=fail_on, progress=progress, show_info=show
+        )
     emit(out)
 
 

@@ -184,7 +184,8 @@ def annotations_text(annotations: Sequence[ast.Annotation]) -> str:
     for a in annotations:
         args = "(" + ", ".join(literal(x.value) for x in a.args) + ")" if a.args else ""
         parts.append(f"@{a.name.name}{args}")
-    return " ".join(parts)
+    line = " ".join(parts)
+    return line if len(line) <= WIDTH else "\n".join(parts)
 
 
 def action_item_text(item: ast.ActionItem) -> str:

@@ -41,7 +41,7 @@ def folder(tmp_path: Path) -> Path:
 def test_a_readable_file_with_a_conflict_exits_1_with_one_conflict(
     folder: Path,
 ) -> None:
-    code, out = invoke("check", str(folder), "--format", "json", "--fail-on", "warning")
+    code, out = invoke("check", str(folder), "--format", "json", "--fail-on", "info")
     assert code == 1
     assert [f["code"] for f in json.loads(out)["findings"]] == ["conflict"]
 
@@ -49,7 +49,11 @@ def test_a_readable_file_with_a_conflict_exits_1_with_one_conflict(
 def test_findings_below_the_fail_level_exit_0(folder: Path) -> None:
     code, out = invoke("check", str(folder))
     assert code == 0
-    assert "warning[conflict]" in out
+    assert "1 finding (1 info)" in out
+    assert "--show-info lists them" in out
+    code, out = invoke("check", str(folder), "--show-info")
+    assert code == 0
+    assert "info[conflict]" in out
 
 
 def test_a_clean_policy_exits_0(tmp_path: Path) -> None:

@@ -60,11 +60,11 @@ def test_text_output_points_at_both_rules_of_a_conflict() -> None:
     out = check_output([Path("examples/findings")], fmt="text")
     block = out.stdout.split("\n\n")[0]
     assert block.splitlines()[0].startswith(
-        "examples/findings/photos.ripl:23:1: warning[conflict]: rules `users_view`"
+        "examples/findings/photos.ripl:19:1: info[conflict]: rules `users_view`"
     )
     assert "^^^" in block
     assert (
-        "= note: `risky_view` (deny) is here (examples/findings/photos.ripl:30:1)"
+        "= note: `risky_view` (deny) is here (examples/findings/photos.ripl:26:1)"
         in block
     )
     assert "= witness: {" in block

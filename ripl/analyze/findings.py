@@ -35,7 +35,7 @@ KINDS: Mapping[str, Kind] = {
     for k in (
         Kind(
             "conflict",
-            "warning",
+            "info",
             "allow and deny rules match one request",
             "A granting rule (allow or restrict) and a deny or step_up rule both "
             "match some request; the stronger effect wins there. Check that this "

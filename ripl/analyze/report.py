@@ -48,11 +48,19 @@ def _load(paths: Sequence[Path]) -> tuple[ir.PolicySet | None, SourceError | Non
 
 
 def render_text(
-    findings: Sequence[Finding], sources: Mapping[str, str], rules: int
+    findings: Sequence[Finding],
+    sources: Mapping[str, str],
+    rules: int,
+    *,
+    show_info: bool = True,
 ) -> str:
+    """Info findings (a deny that overrides an allow, a redundant rule) are
+    facts about a policy rather than problems; they are counted, and shown
+    when asked for."""
     active = [f for f in findings if f.suppressed is None]
+    shown = [f for f in active if show_info or f.severity != "info"]
     blocks: list[str] = []
-    for finding in active:
+    for finding in shown:
         block = finding.diagnostic().render(sources)
         if finding.witness is not None:
             witness = json.dumps(
@@ -79,6 +87,8 @@ def render_text(
         summary = f"ok: {rules} rules; no findings"
     if suppressed:
         summary += f"; {len(suppressed)} suppressed"
+    if len(shown) < len(active):
+        summary += " (info findings not shown; --show-info lists them)"
     blocks.append(summary)
     return "\n\n".join(blocks)
 
@@ -89,6 +99,7 @@ def check_output(
     fmt: str = "text",
     fail_on: str = "error",
     progress: Progress | None = None,
+    show_info: bool = True,
 ) -> Output:
     policy, error = _load(paths)
     files = [str(p) for p in paths]
@@ -111,7 +122,8 @@ def check_output(
     if fmt == "json":
         data = report_json(findings, files=sorted(policy.sources))
         return Output(_dump(data), "", code)
-    return Output(render_text(findings, policy.sources, len(policy.rules)), "", code)
+    text = render_text(findings, policy.sources, len(policy.rules), show_info=show_info)
+    return Output(text, "", code)
 
 
 def diff_output(
