@@ -21,7 +21,7 @@ from ripl import ir
 from ripl.decision import Decision, obligations_json
 from ripl.engine import Engine, load_policy
 from ripl.errors import Diagnostic, SourceError
-from ripl.request import BadRequest, load_json
+from ripl.request import BadRequest, JsonError, load_json
 from ripl.source import render_snippet, span_at
 
 log = logging.getLogger(__name__)
@@ -192,27 +192,33 @@ class analysis_progress:  # noqa: N801 - used as a context manager
 
 def read_request(source: str) -> tuple[Any, str, str]:
     """The request data, its text and a display name; exits 2 when unreadable."""
-    if source == "-":
-        name, text = "<stdin>", click.get_text_stream("stdin").read()
-    else:
-        name = source
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            fail(f"request file `{source}` not found")
-        except UnicodeDecodeError:
-            fail(f"request file `{source}` is not UTF-8 text")
-        except OSError as exc:
-            fail(f"cannot read request file `{source}`: {exc.strerror}")
+    name = "<stdin>" if source == "-" else source
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except FileNotFoundError:
+        fail(f"request file `{source}` not found")
+    except IsADirectoryError:
+        fail(f"request file `{source}` is a folder")
+    except OSError as exc:
+        fail(f"cannot read request file `{source}`: {exc.strerror}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        good = raw[: exc.start].decode("utf-8", errors="replace")
+        request_error(
+            name, good + "?", len(good), "request is not UTF-8 text", "save it as UTF-8"
+        )
     try:
         data = load_json(text)
-    except json.JSONDecodeError as exc:
+    except JsonError as exc:
         request_error(
             name,
             text,
             exc.pos,
-            f"invalid JSON: {exc.msg.lower()}",
-            "check for a missing `}`, `]`, `,` or quote",
+            f"invalid JSON: {exc.message}",
+            "check for a missing `}`, `]`, `,` or quote"
+            if "expecting" in exc.message
+            else None,
         )
     if not isinstance(data, dict):
         request_error(

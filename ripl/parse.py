@@ -79,13 +79,18 @@ def decode_string(token: Token, file: str) -> str:
         esc = match.group(1)
         if esc in _ESCAPES:
             return _ESCAPES[esc]
-        if esc.startswith("u"):
-            code = int(esc.strip("u{}"), 16)
+        digits = esc.strip("u{}")
+        if esc.startswith("u") and digits and len(digits) <= 6:
+            code = int(digits, 16)
             if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF:
                 return chr(code)
-        offset = token.start_pos + 1 + match.start() if token.start_pos else 0
-        line = token.line or 1
-        column = (token.column or 1) + 1 + match.start()
+        offset = (token.start_pos or 0) + 1 + match.start()
+        before = body[: match.start()]
+        line = (token.line or 1) + before.count("\n")
+        if "\n" in before:
+            column = len(before) - before.rfind("\n")
+        else:
+            column = (token.column or 1) + 1 + match.start()
         span = Span(
             file,
             offset,
@@ -554,13 +559,45 @@ def _collect_comment(token: Token) -> Token:
     return token
 
 
+MAX_DIGITS = 1000
+"""Longest number literal: exact, never rounded, but not unbounded work."""
+
+
+def _check_number(token: Token) -> Token:
+    if len(token) > MAX_DIGITS:
+        span = Span(
+            _current_file[0],
+            token.start_pos or 0,
+            token.end_pos or 0,
+            token.line or 1,
+            token.column or 1,
+            token.end_line or 1,
+            token.end_column or 1,
+        )
+        raise _Fail(
+            "literal",
+            f"number literal is longer than {MAX_DIGITS} digits",
+            span,
+            "numbers are exact; a literal this long is almost certainly a mistake",
+        )
+    return token
+
+
+_current_file = ["<text>"]  # the file being lexed, for spans in lexer callbacks
+
+
 @cache
 def _parser() -> lark.Lark:
     return lark.Lark(
         _grammar_text(),
         parser="lalr",
         lexer="contextual",
-        lexer_callbacks={"COMMENT": _collect_comment},
+        lexer_callbacks={
+            "COMMENT": _collect_comment,
+            "INT": _check_number,
+            "DECIMAL": _check_number,
+            "DURATION": _check_number,
+        },
         propagate_positions=True,
         maybe_placeholders=True,
     )
@@ -672,8 +709,10 @@ def _lark_diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
 
 _NESTING_RULES = frozenset(
     "paren not_ neg and_expr or_expr compare in_ matches is_ has sum product "
-    "getattr call set_lit json_object json_array record_type set_type".split()
+    "getattr call set_lit json_object json_array record_type set_type "
+    "action_block".split()
 )
+_CHAINS = frozenset({"sum", "product"})  # `a + b + c` nests one level per `+`
 
 
 def check_nesting(tree: lark.Tree[Token], file: str, limit: int = MAX_NESTING) -> None:
@@ -683,7 +722,9 @@ def check_nesting(tree: lark.Tree[Token], file: str, limit: int = MAX_NESTING) -
     while stack:
         node, depth = stack.pop()
         if node.data in _NESTING_RULES:
-            depth += 1
+            depth += (
+                max(1, (len(node.children) - 1) // 2) if (node.data in _CHAINS) else 1
+            )
             if depth > limit:
                 meta = node.meta
                 span = Span(
@@ -701,8 +742,8 @@ def check_nesting(tree: lark.Tree[Token], file: str, limit: int = MAX_NESTING) -
                             "nesting",
                             f"nesting too deep (limit {limit})",
                             span,
-                            hint="split the condition into named `risk` expressions "
-                            "or several rules",
+                            hint="split it up: named `risk` expressions and "
+                            "several rules keep conditions shallow",
                         )
                     ]
                 )
@@ -736,6 +777,7 @@ def _parse_uncached(text: str, file: str) -> ast.Module:
     try:
         with _lock:
             _comments.clear()
+            _current_file[0] = file
             tree = _parser().parse(text)
             comments = tuple(
                 ast.Comment(str(t), _Builder(file).tspan(t)) for t in _comments

@@ -261,9 +261,13 @@ def _convert_prim(value: Any, typ: ir.Prim) -> ir.Value | Err:
     elif name == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, Decimal) and value == value.to_integral_value():
+        if isinstance(value, Decimal) and value.is_finite() and (
+            value == value.to_integral_value()
+        ):
             return int(value)
     elif name == "decimal":
+        if isinstance(value, Decimal) and not value.is_finite():
+            return Err(f"`{value}` is not a finite number")
         if isinstance(value, int | Decimal) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value == value and abs(value) != float("inf"):
@@ -341,9 +345,15 @@ def parse_time(value: Any, path: Sequence[str | int]) -> datetime:
     return parsed
 
 
+_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_time(value: str) -> datetime | None:
-    """Timestamps repeat across requests (expiries, `now`); parse each once."""
+    """Timestamps repeat across requests (expiries, `now`); parse each once.
+    A date without a time of day is not a timestamp."""
+    if not _TIMESTAMP_RE.match(value):
+        return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -444,14 +454,20 @@ def _link(data: Any, index: int, schema: ir.Schema) -> Link | str:
     if purpose is not None and not isinstance(purpose, str):
         return f"malformed_link: {where} has a `purpose` that is not a string"
     link_id = data.get("id")
-    if link_id is not None and not isinstance(link_id, str):
-        return f"malformed_link: {where} has an `id` that is not a string"
-    limits = dict(data.get("limits") or {})
+    if not isinstance(link_id, str) or not link_id:
+        # Without an id a link could never be revoked, so it is not accepted.
+        return f"malformed_link: {where} needs an `id` (a non-empty string)"
+    raw_limits = data.get("limits") or {}
+    if not _is_map(raw_limits):
+        return f"malformed_link: {where} has `limits` that are not an object"
+    limits = dict(raw_limits)
     for name, value in limits.items():
         if isinstance(value, float) and value == value and abs(value) != float("inf"):
             limits[name] = Decimal(repr(value))
     if not all(
-        isinstance(v, int | Decimal) and not isinstance(v, bool)
+        isinstance(v, int | Decimal)
+        and not isinstance(v, bool)
+        and (not isinstance(v, Decimal) or v.is_finite())
         for v in limits.values()
     ):
         return f"malformed_link: {where} has `limits` that are not numbers"
@@ -500,7 +516,14 @@ def parse_request(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
         raise BadRequest("`entities` must be a list", ("entities",))
     for i, item in enumerate(entities):
         _check_entity(item, ("entities", i), schema)
-        raw_entities[(item["type"], item["id"])] = item
+        key = (item["type"], item["id"])
+        if key in raw_entities:
+            raise BadRequest(
+                f"entity `{key[0]}::{key[1]}` is listed twice",
+                ("entities", i),
+                "give each entity once; which entry counts would be a guess",
+            )
+        raw_entities[key] = item
     index = EntityIndex(raw_entities, schema)
     principal = _build_entity(data["principal"], ("principal",), schema, index)
     resource = _build_entity(data["resource"], ("resource",), schema, index)
@@ -544,6 +567,57 @@ def parse_request(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
     )
 
 
+class JsonError(ValueError):
+    """Request text that is not strict JSON; `pos` is an offset into it."""
+
+    def __init__(self, message: str, pos: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+
+
+def _no_constants(name: str) -> Any:
+    raise JsonError(f"`{name}` is not a JSON number")
+
+
+def _exact_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise JsonError(f"a number longer than {MAX_NUMBER_DIGITS} digits")
+    return int(text)
+
+
+def _exact_decimal(text: str) -> Decimal:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise JsonError(f"a number longer than {MAX_NUMBER_DIGITS} digits")
+    return Decimal(text)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            # Two readers of one request must never see two different values.
+            raise JsonError(f"the key `{key}` appears twice in one object")
+        out[key] = value
+    return out
+
+
+MAX_NUMBER_DIGITS = 1000
+
+
 def load_json(text: str) -> Any:
-    """JSON with exact numbers: integers stay unbounded, decimals decimal."""
-    return json.loads(text, parse_float=Decimal)
+    """Strict JSON with exact numbers: integers stay unbounded (up to 1000
+    digits), decimals decimal; NaN, Infinity and repeated keys are refused.
+    Raises `JsonError`."""
+    try:
+        return json.loads(
+            text,
+            parse_float=_exact_decimal,
+            parse_int=_exact_int,
+            parse_constant=_no_constants,
+            object_pairs_hook=_unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        raise JsonError(exc.msg.lower(), exc.pos) from None
+    except RecursionError:
+        raise JsonError("the JSON is nested too deeply") from None

@@ -15,7 +15,7 @@ import attrs
 from ripl import ir
 from ripl.decision import Decision, obligations_json
 from ripl.engine import Engine
-from ripl.request import load_json
+from ripl.request import JsonError, load_json
 
 
 @attrs.frozen
@@ -41,10 +41,12 @@ def load_test_request(test: ir.InlineTest) -> Mapping[str, Any]:
         raise ValueError(f"cannot read `{test.request_file}`: {exc.strerror}") from None
     try:
         data = load_json(text)
-    except json.JSONDecodeError as exc:
+    except JsonError as exc:
+        line = text.count("\n", 0, exc.pos) + 1
+        column = exc.pos - (text.rfind("\n", 0, exc.pos) + 1) + 1
         raise ValueError(
-            f"`{test.request_file}` is not valid JSON: {exc.msg} at "
-            f"line {exc.lineno} column {exc.colno}"
+            f"`{test.request_file}` is not valid JSON: {exc.message} at "
+            f"line {line} column {column}"
         ) from None
     if not isinstance(data, Mapping):
         raise ValueError(f"`{test.request_file}` does not hold a JSON object")

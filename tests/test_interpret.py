@@ -49,6 +49,7 @@ def link(
     **extra: Any,
 ) -> dict[str, Any]:
     return {
+        "id": f"{src[1]}->{dst[1]}",
         "from": ref(*src),
         "to": ref(*dst),
         "scopes": scopes,

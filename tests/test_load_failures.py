@@ -39,6 +39,7 @@ def _write(path: str) -> dict[str, object]:
         "resource": {"type": "Path", "id": path, "attrs": {"path": path}},
         "delegation": [
             {
+                "id": "h-grant",
                 "from": {"type": "Human", "id": "h"},
                 "to": {"type": "Agent", "id": "a"},
                 "scopes": ["fs"],

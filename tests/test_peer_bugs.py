@@ -641,6 +641,7 @@ def hop(
 ) -> dict[str, Any]:
     kinds = {"H": "Human", "A": "Agent", "B": "Agent", "T": "Tool"}
     return {
+        "id": f"{src}->{dst}",
         "from": {"type": kinds[src], "id": src},
         "to": {"type": kinds[dst], "id": dst},
         "scopes": scopes,
@@ -734,6 +735,7 @@ def calendar_decision(
     if chain_to is not None:
         extra["delegation"] = [
             {
+                "id": "alice-grant",
                 "from": {"type": "Person", "id": "alice"},
                 "to": {"type": "Assistant", "id": chain_to},
                 "scopes": ["calendar"],
@@ -864,6 +866,7 @@ def fs_write(engine: ripl.Engine, path: str) -> str:
         entity("File", "f", path=path),
         delegation=[
             {
+                "id": "h-grant",
                 "from": {"type": "Human", "id": "h"},
                 "to": {"type": "Agent", "id": "a"},
                 "scopes": ["fs"],
