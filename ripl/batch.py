@@ -522,6 +522,11 @@ def _fallback_rows(schema: ir.Schema, arrays: Mapping[str, Any], n: int) -> Bool
         slow |= _each(arrays["owner.type"], lambda v: v is None) != _each(
             arrays["owner.id"], lambda v: v is None
         )
+    if "principal.type" in arrays:
+        slow |= _each(
+            arrays["principal.type"],
+            lambda v: v in schema.entities and schema.entities[v].kind is None,
+        )
     if "now" in arrays:
         slow |= _each(arrays["now"], lambda v: not _is_time(v))
     slow |= _each(arrays["action"], lambda a: a not in schema.actions)

@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from ripl import ir
-from ripl.decision import Decision, obligations_json
+from ripl.decision import Decision, dumps, obligations_json
 from ripl.engine import Engine, load_policy
 from ripl.errors import Diagnostic, SourceError
 from ripl.request import BadRequest, JsonError, load_json
@@ -348,7 +348,7 @@ def explain(decision: Decision) -> str:
     if decision.obligations:
         lines.append("obligations:")
         for key, value in obligations_json(decision.obligations).items():
-            lines.append(f"  - {key}: {json.dumps(value)}")
+            lines.append(f"  - {key}: {dumps(value)}")
     if decision.requirements:
         lines.append("requirements: " + ", ".join(decision.requirements))
     if decision.errors:
@@ -380,7 +380,7 @@ def eval_command(path: tuple[Path, ...], request_file: str, fmt: str) -> None:
         request_error(name, text, locate(text, exc.path), exc.message, exc.hint)
     decision = engine.decide(data)
     if fmt == "json":
-        click.echo(json.dumps(decision.to_json(), indent=2))
+        click.echo(decision.to_json_text(indent=2))
     else:
         click.echo(explain(decision))
 

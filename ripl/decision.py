@@ -8,6 +8,8 @@ restrict rule makes the decision deny.
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -201,6 +203,9 @@ class Decision:
     def reason_codes(self) -> tuple[str, ...]:
         return tuple(r.split(":", 1)[0] for r in self.reasons)
 
+    def to_json_text(self, indent: int | None = None) -> str:
+        return dumps(self.to_json(), indent=indent)
+
     @classmethod
     def from_verdict(cls, verdict: Verdict, policy_hash: str, at: datetime) -> Decision:
         return cls(
@@ -219,6 +224,8 @@ class Decision:
         return attrs.evolve(self, evaluated_at=other.evaluated_at) == other
 
     def to_json(self) -> dict[str, Any]:
+        """The decision contract as plain data. Non-integral decimals stay
+        `Decimal` so nothing is rounded; `to_json_text` writes them exactly."""
         return {
             "effect": self.effect,
             "rules": [r.to_json() for r in self.rules],
@@ -245,7 +252,8 @@ def json_value(value: ir.Value) -> Any:
     if isinstance(value, frozenset):
         return sorted((json_value(v) for v in value), key=str)
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        # Never a float: a cap of 199.99… must not become 200.0.
+        return int(value) if value == value.to_integral_value() else value
     if isinstance(value, Duration):
         return value.seconds
     if isinstance(value, ir.Label | ir.EntityRef):
@@ -253,3 +261,21 @@ def json_value(value: ir.Value) -> Any:
     if isinstance(value, Mapping):
         return {k: json_value(v) for k, v in value.items()}
     return value
+
+
+def dumps(data: Any, *, indent: int | None = None) -> str:
+    """JSON text with decimals written exactly, as JSON numbers."""
+    marks: dict[str, str] = {}
+    token = secrets.token_hex(8)
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal) and value.is_finite():
+            key = f"{token}:{len(marks)}"
+            marks[json.dumps(key)] = str(value)
+            return key
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    text = json.dumps(data, indent=indent, default=default, ensure_ascii=False)
+    for quoted, number in marks.items():
+        text = text.replace(quoted, number)
+    return text

@@ -85,6 +85,13 @@ def _collect(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
     return found
 
 
+def _module_span(module: LoadedModule) -> Span:
+    for item in module.syntax.items:
+        if isinstance(item, ast.ModuleDecl):
+            return item.name.span
+    return _file_span(module.file)
+
+
 def _module_name(file: Path, root: Path, syntax: ast.Module) -> str:
     for item in syntax.items:
         if isinstance(item, ast.ModuleDecl):
@@ -114,6 +121,24 @@ def load_modules(
     modules: dict[str, LoadedModule] = {}
 
     def add(module: LoadedModule) -> None:
+        reserved = module.name.split(".")[0] == STDLIB_PREFIX
+        if reserved and module.explicit:
+            # A policy folder must not be able to replace what `std.*` means.
+            errors.append(
+                CheckError(
+                    [
+                        Diagnostic(
+                            "module-name",
+                            f"module name `{module.name}` is reserved for the "
+                            "standard library",
+                            _module_span(module),
+                            hint="give the module a name outside `std`",
+                        )
+                    ],
+                    {module.file: module.text},
+                )
+            )
+            return
         if module.name in modules:
             other = modules[module.name]
             errors.append(

@@ -261,8 +261,10 @@ def _convert_prim(value: Any, typ: ir.Prim) -> ir.Value | Err:
     elif name == "int":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, Decimal) and value.is_finite() and (
-            value == value.to_integral_value()
+        if (
+            isinstance(value, Decimal)
+            and value.is_finite()
+            and (value == value.to_integral_value())
         ):
             return int(value)
     elif name == "decimal":
@@ -516,16 +518,22 @@ def parse_request(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
         raise BadRequest("`entities` must be a list", ("entities",))
     for i, item in enumerate(entities):
         _check_entity(item, ("entities", i), schema)
-        key = (item["type"], item["id"])
-        if key in raw_entities:
+        entity_key: tuple[str, str] = (item["type"], item["id"])
+        if entity_key in raw_entities:
             raise BadRequest(
-                f"entity `{key[0]}::{key[1]}` is listed twice",
+                f"entity `{entity_key[0]}::{entity_key[1]}` is listed twice",
                 ("entities", i),
                 "give each entity once; which entry counts would be a guess",
             )
-        raw_entities[key] = item
+        raw_entities[entity_key] = item
     index = EntityIndex(raw_entities, schema)
     principal = _build_entity(data["principal"], ("principal",), schema, index)
+    if schema.entities[principal.type].kind is None:
+        raise BadRequest(
+            f"`{principal.type}` is not an identity, so it cannot be the principal",
+            ("principal", "type"),
+            "principals are humans, agents, services, tools or connectors",
+        )
     resource = _build_entity(data["resource"], ("resource",), schema, index)
     action = data["action"]
     if not isinstance(action, str):

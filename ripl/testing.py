@@ -5,7 +5,6 @@ what was expected and what came back and why.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import attrs
 
 from ripl import ir
-from ripl.decision import Decision, obligations_json
+from ripl.decision import Decision, dumps, obligations_json
 from ripl.engine import Engine
 from ripl.request import JsonError, load_json
 
@@ -106,8 +105,8 @@ def check_expectation(expect: ir.Expect, decision: Decision) -> list[str]:
         for key, value in wanted.items():
             if actual.get(key) != value:
                 problems.append(
-                    f"expected obligation {key} = {json.dumps(value)}, "
-                    f"got {json.dumps(actual.get(key))}"
+                    f"expected obligation {key} = {dumps(value)}, "
+                    f"got {dumps(actual.get(key))}"
                 )
     return problems
 

@@ -48,7 +48,8 @@ class ExprChecker(SchemaChecker):
         self.risk_stack.append(name)
         try:
             everything = frozenset(self.entities)
-            expr = self.expr(item.expr, Env(owner, everything, everything))
+            env = Env(owner, self.identities(), everything)
+            expr = self.expr(item.expr, env)
         except ClauseError:
             self.broken_risks.add(name)
             raise
@@ -250,6 +251,10 @@ class ExprChecker(SchemaChecker):
 
     def schema_kinds(self, kind: str) -> frozenset[str]:
         return frozenset(n for n, e in self.entities.items() if e.kind == kind)
+
+    def identities(self) -> frozenset[str]:
+        """What `principal` can be: every type with an identity kind."""
+        return frozenset(n for n, e in self.entities.items() if e.kind is not None)
 
     def attribute(self, obj: ir.Expr, attr: ast.Ident) -> ir.Expr:
         name = attr.name

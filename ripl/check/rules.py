@@ -40,6 +40,16 @@ class Checker(ExprChecker):
     def rule(self, mod: str, node: ast.Rule) -> ir.Rule | None:
         before = len(self.diagnostics)
         principal = self.targets(node.principal)
+        for ident in node.principal or ():
+            definition = self.entities.get(ident.name)
+            if definition is not None and definition.kind is None:
+                self.error(
+                    "principal",
+                    f"`{ident.name}` is not an identity, so it is never a principal",
+                    ident.span,
+                    f"give it a kind (`entity {ident.name}: service owner …`) or "
+                    "test it as the resource",
+                )
         resource = self.targets(node.resource)
         actions: frozenset[str] | None = None
         if node.actions is not None:
@@ -59,7 +69,7 @@ class Checker(ExprChecker):
         everything = frozenset(self.entities)
         env = Env(
             mod,
-            principal if principal is not None else everything,
+            principal if principal is not None else self.identities(),
             resource if resource is not None else everything,
         )
         parts: list[ir.Expr] = []
