@@ -196,7 +196,7 @@ def decision_key(
     chain = request.chain
     root_part: Hashable = None
     if chain:
-        root: Entity | None = request.entity(chain[0].source)
+        root: Entity | None = request.entities.get(chain[0].source)
         if root is None:
             root = Entity(chain[0].source.type, chain[0].source.id, {}, None)
         missing = None

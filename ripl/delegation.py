@@ -198,7 +198,9 @@ def find_root(
             return _root_entity(request, owner), None
         seen.add(owner)
         owned = owner.type
-        entity = request.entity(owner)
+        # Owners and roots come from `entities` only: whoever describes the
+        # resource inline must not be able to redirect or empower the root.
+        entity = request.entities.get(owner)
         if entity is None:
             return None, (
                 f"root_not_found: owner `{owner}` is not among the request's entities"
@@ -207,5 +209,7 @@ def find_root(
 
 
 def _root_entity(request: Parsed, ref: ir.EntityRef) -> Entity:
-    found = request.entity(ref)
+    """The root as `entities` describes it, never as the request's resource
+    or principal describe it inline."""
+    found = request.entities.get(ref)
     return found if found is not None else Entity(ref.type, ref.id, {}, None)

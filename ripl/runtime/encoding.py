@@ -86,7 +86,10 @@ def _decimal_text(value: Decimal) -> str:
     plain positional form with no trailing zeros (`1.50` and `1.5` agree)."""
     if value == value.to_integral_value():
         return str(int(value))
-    return format(value.normalize(), "f")
+    # Trailing zeros are dropped by hand: `normalize()` would round to the
+    # context's 28 digits, and two different numbers would share a spelling.
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def parse_json(text: str | bytes) -> Any:
