@@ -112,8 +112,10 @@ def _typed_column(data: Any, typ: ir.Type, schema: ir.Schema) -> Column:
     if isinstance(typ, ir.Prim) and typ.name in ("int", "decimal") and kind == "O":
         return _exact_column(data, typ.name == "int", none)
     if isinstance(typ, ir.Prim) and typ.name in ("int", "decimal") and kind in "iu":
-        if kind == "u" and data.dtype.itemsize >= 8 and (
-            n and int(data.max()) > np.iinfo(np.int64).max
+        if (
+            kind == "u"
+            and data.dtype.itemsize >= 8
+            and (n and int(data.max()) > np.iinfo(np.int64).max)
         ):
             # Past int64: exact Python integers, never a wrapped value.
             return _exact_column(data.astype(object), typ.name == "int", none)

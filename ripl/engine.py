@@ -9,6 +9,7 @@ spans, before any request is seen.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -214,7 +215,11 @@ class Engine:
                 deny(f"bad_request: {exc.message}"), policy.policy_hash, now
             )
         except Exception:  # a bug in ripl must still fail closed
-            log.exception("request could not be parsed")
+            log.error(
+                "request could not be parsed: %r",
+                sys.exc_info()[1],
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             return Decision.from_verdict(
                 deny("bad_request: the request could not be read"),
                 policy.policy_hash,
@@ -233,7 +238,11 @@ class Engine:
                     ),
                 )
         except Exception:
-            log.exception("internal error while deciding")
+            log.error(
+                "internal error while deciding: %r",
+                sys.exc_info()[1],
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             verdict = deny(
                 "error_in_rule: internal error while evaluating; failing closed"
             )

@@ -424,7 +424,9 @@ def is_formatted(text: str, formatted: str) -> bool:
 
 def write_atomic(path: Path, text: str) -> None:
     """Replace a file's content all at once: a crash leaves old or new, never
-    a torn file. Keeps the file's permissions."""
+    a torn file. Keeps the file's permissions; a symbolic link stays a link
+    and its target is rewritten."""
+    path = path.resolve()
     mode = path.stat().st_mode & 0o7777
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

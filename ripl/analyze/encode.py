@@ -106,6 +106,10 @@ def covers(scope: str, action: str) -> bool:
 # ---- the request domain ------------------------------------------------------
 
 
+MAX_STRING = 256
+"""Longest string constant encoded exactly."""
+
+
 @attrs.frozen
 class Domain:
     """The names a request may use, with a stable number for each, shared by
@@ -717,6 +721,10 @@ class Encoder:
                 self._approx("a group used as an action value")
             return Val("action", z3.IntVal(self.v.domain.action_index(value)))
         if isinstance(value, str):
+            if len(value) > MAX_STRING:
+                # z3's string theory grows with a literal's length; a huge one
+                # would exhaust memory, so the rule is approximated instead.
+                self._approx(f"a string constant longer than {MAX_STRING} characters")
             return Val("str", z3.StringVal(value))
         if isinstance(value, frozenset):
             element = typ.element if isinstance(typ, ir.SetType) else None

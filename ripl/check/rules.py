@@ -320,8 +320,18 @@ class Checker(ExprChecker):
             if checked is not None:
                 rules.append(checked)
         tests: list[ir.InlineTest] = []
+        test_names: dict[str, Span] = {}
         for mod, item in self.items(ast.Test):
             assert isinstance(item, ast.Test)
+            if item.name in test_names:
+                self.error(
+                    "duplicate",
+                    f"test `{item.name}` is defined twice",
+                    item.span,
+                    "name each test for the behaviour it checks",
+                    notes=(("first defined here", test_names[item.name]),),
+                )
+            test_names.setdefault(item.name, item.span)
             test = self.test(mod, item, set(seen))
             if test is not None:
                 tests.append(test)

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -773,7 +774,12 @@ class Guard:
         try:
             return request, self.engine.decide(request)
         except Exception:  # decide never raises; a custom engine might
-            log.exception("engine raised while deciding %s", spec.name)
+            log.error(
+                "engine raised while deciding %s: %r",
+                spec.name,
+                sys.exc_info()[1],
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             return request, self._guard_deny(
                 "error_in_rule: the engine failed while deciding; failing closed"
             )

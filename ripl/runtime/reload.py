@@ -25,6 +25,7 @@ can still be caught; only an atomic rename rules it out.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -379,7 +380,11 @@ class ReloadingEngine:
             try:
                 self.poll()
             except Exception:  # the watcher must outlive any one bad poll
-                log.exception("policy watcher poll failed")
+                log.error(
+                    "policy watcher poll failed: %r",
+                    sys.exc_info()[1],
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:

@@ -12,6 +12,7 @@ the failure is counted.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -101,7 +102,11 @@ class ShadowEngine:
         try:
             candidate = self.candidate.decide(request)
         except Exception:
-            log.exception("shadow candidate failed")
+            log.error(
+                "shadow candidate failed: %r",
+                sys.exc_info()[1],
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             with self._lock:
                 self._decided += 1
                 self._candidate_failures += 1
