@@ -632,3 +632,28 @@ def audit_json(record: Any) -> dict[str, Any]:
         "prev_hash": record.prev_hash,
         "hash": record.hash,
     }
+
+
+# ---- bench -------------------------------------------------------------------------
+
+
+@main.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.pass_context
+def bench_command(ctx: click.Context) -> None:
+    """Run the benchmarks against cedarpy, pycasbin and a naive loop (from a
+    source checkout; takes the options of `python -m benchmarks`, e.g.
+    `--quick`, `--json PATH`)."""
+    import importlib
+
+    try:
+        run = importlib.import_module("benchmarks.run")
+    except ImportError:
+        fail(
+            "the benchmark harness is not installed",
+            "run `ripl bench` from a source checkout of ripl, with "
+            "`pip install '.[bench]'` for the peers",
+        )
+    sys.exit(run.main(list(ctx.args)))
