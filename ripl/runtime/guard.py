@@ -44,6 +44,7 @@ from ripl.runtime.credentials import Credential, CredentialBroker
 from ripl.runtime.encoding import as_utc, parse_time
 from ripl.runtime.errors import DelegationError, RiplRuntimeError
 from ripl.runtime.identity import Identity
+from ripl.runtime.interfaces import AuditSink, Decider
 from ripl.runtime.revocation import RevocationCheck
 from ripl.runtime.tokens import (
     DelegationChain,
@@ -399,25 +400,6 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
 
 
 # -- the guard ---------------------------------------------------------------
-
-
-class Decider(Protocol):
-    """What a guard needs from an engine (`Engine`, `ReloadingEngine`,
-    `ShadowEngine`)."""
-
-    @property
-    def policy_hash(self) -> str: ...
-
-    def decide(self, request: Any) -> Decision: ...
-
-
-class AuditSink(Protocol):
-    def append(
-        self,
-        request: Mapping[str, Any],
-        decision: Mapping[str, Any],
-        tag: str | None = None,
-    ) -> object: ...
 
 
 @attrs.frozen

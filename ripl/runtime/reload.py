@@ -28,10 +28,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
@@ -40,20 +40,12 @@ from ripl.decision import Decision, deny
 from ripl.engine import Engine, Mode, RevocationSource, load_policy
 from ripl.errors import SourceError
 from ripl.runtime.errors import ConfigurationError
+from ripl.runtime.interfaces import AuditSink
 
 log = logging.getLogger(__name__)
 
 UNLOADED = "unloaded"
 Fingerprint = tuple[tuple[str, int, int], ...]
-
-
-class ReloadAudit(Protocol):
-    def append(
-        self,
-        request: Mapping[str, Any],
-        decision: Mapping[str, Any],
-        tag: str | None = None,
-    ) -> object: ...
 
 
 @attrs.frozen
@@ -98,7 +90,7 @@ class ReloadingEngine:
     def __init__(
         self,
         *paths: str | Path,
-        audit: ReloadAudit | None = None,
+        audit: AuditSink | None = None,
         mode: Mode = "compiled",
         clock: Callable[[], datetime] | None = None,
         revocations: RevocationSource | None = None,

@@ -15,31 +15,16 @@ import logging
 import sys
 import threading
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
 from ripl.decision import Decision, obligations_json
+from ripl.runtime.interfaces import AuditSink, Decider
 
 log = logging.getLogger(__name__)
 
 SHADOW_TAG = "shadow"
-
-
-class Decides(Protocol):
-    @property
-    def policy_hash(self) -> str: ...
-
-    def decide(self, request: Any) -> Decision: ...
-
-
-class ShadowAudit(Protocol):
-    def append(
-        self,
-        request: Mapping[str, Any],
-        decision: Mapping[str, Any],
-        tag: str | None = None,
-    ) -> object: ...
 
 
 @attrs.frozen
@@ -75,10 +60,10 @@ class ShadowEngine:
 
     def __init__(
         self,
-        enforcing: Decides,
-        candidate: Decides,
+        enforcing: Decider,
+        candidate: Decider,
         *,
-        audit: ShadowAudit | None,
+        audit: AuditSink | None,
         tag: str = SHADOW_TAG,
     ) -> None:
         self.enforcing = enforcing
