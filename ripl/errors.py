@@ -7,7 +7,7 @@ Decision calls never raise these: they fail closed into a `Decision`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -99,7 +99,3 @@ class EvaluationError(RiplError, ValueError):
 
 class UsageError(RiplError, ValueError):
     """A wrong command-line argument."""
-
-
-def diagnostics_of(errors: Iterable[SourceError]) -> list[Diagnostic]:
-    return [d for err in errors for d in err.diagnostics]

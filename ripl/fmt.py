@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ripl import ast
-from ripl.errors import Diagnostic, RiplError
+from ripl.errors import RiplError
 from ripl.parse import parse_source
-from ripl.source import Span, span_at
+from ripl.source import Span
 
 WIDTH = 88
 INDENT = "    "
@@ -447,13 +447,3 @@ def policy_files(paths: Sequence[Path]) -> Iterator[Path]:
             yield from sorted(path.rglob("*.ripl"))
         else:
             yield path
-
-
-def not_formatted_diagnostic(file: str, text: str) -> Diagnostic:
-    return Diagnostic(
-        "fmt",
-        "file is not formatted",
-        span_at(file, text, 0, 0),
-        severity="warning",
-        hint="run `ripl fmt` on it",
-    )

@@ -433,15 +433,6 @@ class Schema:
     obligations: Mapping[str, ObligationDef]
     requirements: frozenset[str]
 
-    def covers(self, scope: str, action: str) -> bool:
-        return action == scope or action.startswith(scope + ".")
-
-    def actions_under(self, name: str) -> frozenset[str]:
-        return frozenset(a for a in self.actions if self.covers(name, a))
-
-    def types_of_kind(self, kind: str) -> frozenset[str]:
-        return frozenset(n for n, e in self.entities.items() if e.kind == kind)
-
 
 @attrs.frozen
 class PolicySet:

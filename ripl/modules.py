@@ -19,7 +19,7 @@ import attrs
 from ripl import ast
 from ripl.errors import CheckError, Diagnostic, ParseError, SourceError
 from ripl.parse import data_dir, decode_source, parse_source
-from ripl.source import Span, span_at
+from ripl.source import Span
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,3 @@ def _merge(errors: list[SourceError]) -> SourceError:
     if all(isinstance(e, ParseError) for e in errors):
         return ParseError(diagnostics, sources)
     return CheckError(diagnostics, sources)
-
-
-def span_of_file(file: str, text: str) -> Span:
-    return span_at(file, text, 0, 0)

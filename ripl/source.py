@@ -34,9 +34,6 @@ class Span:
         }
 
 
-NO_SPAN = Span("<none>", 0, 0, 1, 1, 1, 1)
-
-
 def span_at(file: str, text: str, offset: int, length: int = 1) -> Span:
     """A span for an offset into text, for errors found outside the parser."""
     offset = max(0, min(offset, len(text)))
