@@ -35,7 +35,7 @@ import attrs
 from ripl import interpret, ir, ops
 from ripl.ast import Duration
 from ripl.cache import CompiledSetCache
-from ripl.decision import Match, Outcome
+from ripl.decision import Match, Outcome, RuleRef, matched_reason
 from ripl.delegation import Facts
 from ripl.interpret import Result, Scope, path_text, truth
 from ripl.request import Err, Parsed
@@ -589,8 +589,7 @@ class Bucket:
         self.key = key
         self.rules = tuple(rules)
         self.entries = tuple(
-            (rule, entry.condition, entry.has_obligations)
-            for rule, entry in zip(rules, entries, strict=True)
+            _entry(rule, entry) for rule, entry in zip(rules, entries, strict=True)
         )
         self.reads = reads
 
@@ -600,22 +599,37 @@ class Bucket:
         env = Env(request, facts)
         matches: list[Match] = []
         errors: list[tuple[ir.Rule, str]] = []
-        for rule, condition, has_obligations in self.entries:
+        for rule, condition, match in self.entries:
             value = True if condition is None else condition(env)
             if value is True:
-                if has_obligations:
+                if match is None:
                     found = interpret.obligation_values(rule, env)
                     if isinstance(found, Err):
                         errors.append((rule, found.message))
                         continue
-                    matches.append(Match(rule, found))
+                    ref = RuleRef.of(rule)
+                    reason = matched_reason(rule.id, rule.effect)
+                    matches.append(Match(rule, found, ref, reason))
                 else:
-                    matches.append(Match(rule, {}))
+                    matches.append(match)
             elif value is not False:
                 error = truth(value)
                 assert isinstance(error, Err)
                 errors.append((rule, error.message))
         return Outcome(tuple(matches), tuple(errors))
+
+
+Entry: TypeAlias = tuple[ir.Rule, "Fn | None", "Match | None"]
+"""A rule, its compiled condition, and the match it gives when it has no
+obligations (made once: such a match is the same on every request)."""
+
+
+def _entry(rule: ir.Rule, compiled: CompiledRule) -> Entry:
+    match = None
+    if not compiled.has_obligations:
+        ref = RuleRef.of(rule)
+        match = Match(rule, {}, ref, matched_reason(rule.id, rule.effect))
+    return (rule, compiled.condition, match)
 
 
 def _targets(rule: ir.Rule, principal: str, resource: str) -> bool:

@@ -22,21 +22,6 @@ from ripl.ast import Duration
 
 
 @attrs.frozen
-class Match:
-    rule: ir.Rule
-    obligations: Mapping[str, ir.Value]
-
-
-@attrs.frozen
-class Outcome:
-    """What rule evaluation found for one principal: the rules that matched
-    and the rules whose condition was error."""
-
-    matches: tuple[Match, ...]
-    errors: tuple[tuple[ir.Rule, str], ...]
-
-
-@attrs.frozen
 class RuleRef:
     id: str
     file: str
@@ -51,25 +36,113 @@ class RuleRef:
         return {"id": self.id, "file": self.file, "line": self.line, "col": self.col}
 
 
-@attrs.frozen
-class Verdict:
-    """A decision before it is stamped with the policy hash and time."""
+def matched_reason(rule_id: str, effect: str) -> str:
+    return f"matched: rule `{rule_id}` ({effect})"
 
-    effect: str
-    rules: tuple[RuleRef, ...]
-    reasons: tuple[str, ...]
-    obligations: Mapping[str, ir.Value] = attrs.field(factory=dict)
-    requirements: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
+
+@attrs.frozen
+class Match:
+    """A rule that matched, with its obligation values. `ref` and `reason`
+    may be made once per rule by the compiler; they are derived from `rule`,
+    so they take no part in equality."""
+
+    rule: ir.Rule
+    obligations: Mapping[str, ir.Value]
+    ref: RuleRef | None = attrs.field(default=None, eq=False, repr=False)
+    reason: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen
+class Outcome:
+    """What rule evaluation found for one principal: the rules that matched
+    and the rules whose condition was error."""
+
+    matches: tuple[Match, ...]
+    errors: tuple[tuple[ir.Rule, str], ...]
+
+
+class Verdict:
+    """A decision before it is stamped with the policy hash and time. A plain
+    slots class rather than attrs: one or two are made per decision."""
+
+    __slots__ = ("effect", "rules", "reasons", "obligations", "requirements", "errors")
+
+    def __init__(
+        self,
+        effect: str,
+        rules: tuple[RuleRef, ...],
+        reasons: tuple[str, ...],
+        obligations: Mapping[str, ir.Value] | None = None,
+        requirements: tuple[str, ...] = (),
+        errors: tuple[str, ...] = (),
+    ) -> None:
+        self.effect = effect
+        self.rules = rules
+        self.reasons = reasons
+        self.obligations: Mapping[str, ir.Value] = (
+            {} if obligations is None else obligations
+        )
+        self.requirements = requirements
+        self.errors = errors
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.effect,
+            self.rules,
+            self.reasons,
+            self.obligations,
+            self.requirements,
+            self.errors,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Verdict:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # obligations are a dict
+
+    def __repr__(self) -> str:
+        return (
+            f"Verdict(effect={self.effect!r}, rules={self.rules!r}, "
+            f"reasons={self.reasons!r}, obligations={self.obligations!r}, "
+            f"requirements={self.requirements!r}, errors={self.errors!r})"
+        )
+
+    def replace(
+        self,
+        *,
+        rules: tuple[RuleRef, ...] | None = None,
+        obligations: Mapping[str, ir.Value] | None = None,
+        requirements: tuple[str, ...] | None = None,
+        errors: tuple[str, ...] | None = None,
+    ) -> Verdict:
+        return Verdict(
+            self.effect,
+            self.rules if rules is None else rules,
+            self.reasons,
+            self.obligations if obligations is None else obligations,
+            self.requirements if requirements is None else requirements,
+            self.errors if errors is None else errors,
+        )
 
 
 def deny(*reasons: str, errors: Sequence[str] = ()) -> Verdict:
-    return Verdict("deny", (), tuple(reasons), errors=tuple(errors))
+    return Verdict("deny", (), reasons, None, (), tuple(errors))
 
 
-def _sorted_refs(rules: Sequence[ir.Rule]) -> tuple[RuleRef, ...]:
-    unique = {r.id: r for r in rules}
-    return tuple(RuleRef.of(unique[k]) for k in sorted(unique))
+NO_RULE = "no_rule: no rule matched; the default is deny"
+
+
+def _sorted_refs(matches: Sequence[Match]) -> tuple[RuleRef, ...]:
+    """One ref per rule id (the last match of an id stands), sorted by id."""
+    unique = {m.rule.id: m for m in matches}
+    return tuple(_ref_of(unique[k]) for k in sorted(unique))
+
+
+def _ref_of(match: Match) -> RuleRef:
+    ref = match.ref
+    return ref if ref is not None else RuleRef.of(match.rule)
 
 
 def merge_all(
@@ -93,12 +166,19 @@ def _key(value: ir.Value) -> Any:
 
 
 def combine(outcome: Outcome, definitions: Mapping[str, ir.ObligationDef]) -> Verdict:
+    matches = outcome.matches
+    if not outcome.errors:  # the common case: no rule erred
+        if not matches:
+            return Verdict("deny", (), (NO_RULE,))
+        if len(matches) == 1:
+            return _single(matches[0], definitions)
+        return _winners(matches, definitions, ())
     errors = tuple(
         sorted(f"rule `{rule.id}`: {message}" for rule, message in outcome.errors)
     )
     blocking = [rule for rule, _ in outcome.errors if rule.effect != "allow"]
     if blocking:
-        denies = [m.rule for m in outcome.matches if m.rule.effect == "deny"]
+        denies = [m.rule for m in matches if m.rule.effect == "deny"]
         reasons = tuple(
             sorted(
                 f"error_in_rule: rule `{rule.id}` ({rule.effect}) could not be "
@@ -107,27 +187,47 @@ def combine(outcome: Outcome, definitions: Mapping[str, ir.ObligationDef]) -> Ve
                 if rule.effect != "allow"
             )
         )
-        return Verdict(
-            "deny", _sorted_refs([*blocking, *denies]), reasons, errors=errors
-        )
-    if not outcome.matches:
-        return Verdict(
-            "deny",
-            (),
-            ("no_rule: no rule matched; the default is deny",),
-            errors=errors,
-        )
-    effect = max(
-        (m.rule.effect for m in outcome.matches), key=ir.EFFECT_ORDER.__getitem__
-    )
-    winners = [m for m in outcome.matches if m.rule.effect == effect]
-    refs = _sorted_refs([m.rule for m in winners])
-    reasons = tuple(f"matched: rule `{r.id}` ({effect})" for r in refs)
+        unique = {r.id: r for r in (*blocking, *denies)}
+        refs = tuple(RuleRef.of(unique[k]) for k in sorted(unique))
+        return Verdict("deny", refs, reasons, None, (), errors)
+    if not matches:
+        return Verdict("deny", (), (NO_RULE,), None, (), errors)
+    return _winners(matches, definitions, errors)
+
+
+def _single(match: Match, definitions: Mapping[str, ir.ObligationDef]) -> Verdict:
+    """One match and no error: what `_winners` gives for it, without the
+    sorting and grouping."""
+    rule = match.rule
+    effect = rule.effect
+    reason = match.reason
+    if reason is None:
+        reason = matched_reason(rule.id, effect)
+    obligations: dict[str, ir.Value] = {}
+    requirements: tuple[str, ...] = ()
+    if effect == "restrict":
+        obligations = merge_all(definitions, (match.obligations,))
+    elif effect == "step_up":
+        requirements = tuple(sorted(set(rule.requirements)))
+    return Verdict(effect, (_ref_of(match),), (reason,), obligations, requirements)
+
+
+def _winners(
+    matches: Sequence[Match],
+    definitions: Mapping[str, ir.ObligationDef],
+    errors: tuple[str, ...],
+) -> Verdict:
+    order = ir.EFFECT_ORDER
+    rank = max(order[m.rule.effect] for m in matches)
+    winners = [m for m in matches if order[m.rule.effect] == rank]
+    effect = winners[0].rule.effect
+    refs = _sorted_refs(winners)
+    reasons = tuple(matched_reason(r.id, effect) for r in refs)
     obligations: dict[str, ir.Value] = {}
     requirements: tuple[str, ...] = ()
     if effect == "restrict":
         obligations = merge_all(definitions, [m.obligations for m in winners])
-    if effect == "step_up":
+    elif effect == "step_up":
         requirements = tuple(sorted({q for m in winners for q in m.rule.requirements}))
     return Verdict(effect, refs, reasons, obligations, requirements, errors)
 
@@ -140,9 +240,12 @@ def cap_by_root(
 ) -> Verdict:
     """The stricter of a principal's verdict and its root's (no escalation)."""
     own_rank, root_rank = ir.EFFECT_ORDER[own.effect], ir.EFFECT_ORDER[root.effect]
-    errors = tuple(sorted({*own.errors, *(f"as root: {e}" for e in root.errors)}))
+    if not own.errors and not root.errors:
+        errors: tuple[str, ...] = ()
+    else:
+        errors = tuple(sorted({*own.errors, *(f"as root: {e}" for e in root.errors)}))
     if own_rank > root_rank:
-        return attrs.evolve(own, errors=errors)
+        return own if errors == own.errors else own.replace(errors=errors)
     if root_rank > own_rank:
         why = (
             "is not allowed this"
@@ -159,19 +262,17 @@ def cap_by_root(
             errors,
         )
     if own.effect == "restrict":
-        return attrs.evolve(
-            own,
+        return own.replace(
             rules=tuple(sorted({*own.rules, *root.rules}, key=lambda r: r.id)),
             obligations=merge_all(definitions, [own.obligations, root.obligations]),
             errors=errors,
         )
     if own.effect == "step_up":
-        return attrs.evolve(
-            own,
+        return own.replace(
             requirements=tuple(sorted({*own.requirements, *root.requirements})),
             errors=errors,
         )
-    return attrs.evolve(own, errors=errors)
+    return own if errors == own.errors else own.replace(errors=errors)
 
 
 # ---- the decision -------------------------------------------------------------

@@ -79,51 +79,63 @@ def check_chain(
             "which is not a human"
         )
     seen = {first.source}
-    for prev, link in zip((None, *chain), chain, strict=False):
-        where = f"link {link.index} (`{link.source}` → `{link.target}`)"
+    now = request.now
+    prev: Link | None = None
+    for link in chain:
+        where = ""  # written only when a check fails
         if prev is not None and prev.target != link.source:
+            where = _where(link)
             failures.append(
                 f"broken_chain: {where} does not start where link "
                 f"{prev.index} ended (`{prev.target}`)"
             )
         if link.target in seen:
+            where = where or _where(link)
             failures.append(f"broken_chain: {where} visits `{link.target}` twice")
         seen.add(link.target)
-        if request.now >= link.expires + leeway:
+        if now >= link.expires + leeway:
+            where = where or _where(link)
             failures.append(
                 f"expired_link: {where} expired at {link.expires.isoformat()}"
             )
-        if link.not_before is not None and request.now < link.not_before - leeway:
+        if link.not_before is not None and now < link.not_before - leeway:
+            where = where or _where(link)
             failures.append(
                 f"expired_link: {where} is not valid before "
                 f"{link.not_before.isoformat()}"
             )
         if is_revoked(link):
+            where = where or _where(link)
             failures.append(f"revoked_link: {where} (`{link.id}`) was revoked")
-        if prev is not None and not _narrows(link.scopes, prev.scopes):
-            failures.append(
-                f"chain_widens: {where} grants scopes its grantor was not given"
-            )
         if prev is not None:
-            failures.extend(_limit_widening(prev, link, chain, where))
+            if not _narrows(link.scopes, prev.scopes):
+                where = where or _where(link)
+                failures.append(
+                    f"chain_widens: {where} grants scopes its grantor was not given"
+                )
+            if link.limits:
+                failures.extend(
+                    _limit_widening(prev, link, chain, where or _where(link))
+                )
             if (
                 link.purpose is not None
                 and first.purpose is not None
                 and (link.purpose != first.purpose)
             ):
+                where = where or _where(link)
                 failures.append(
                     f"chain_widens: {where} changes the purpose to `{link.purpose}`"
                 )
+        prev = link
     last = chain[-1]
     if last.target != principal.ref:
         failures.append(
             f"broken_chain: the chain ends at `{last.target}`, not at "
             f"the principal `{principal.ref}`"
         )
+    action = request.action
     outside = [
-        link.index
-        for link in chain
-        if not any(_covers(s, request.action) for s in link.scopes)
+        link.index for link in chain if not any(_covers(s, action) for s in link.scopes)
     ]
     if outside:
         links = ", ".join(str(i) for i in outside)
@@ -146,6 +158,10 @@ def check_chain(
         members,
     )
     return failures, facts
+
+
+def _where(link: Link) -> str:
+    return f"link {link.index} (`{link.source}` → `{link.target}`)"
 
 
 def _limit_widening(

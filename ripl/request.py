@@ -65,10 +65,30 @@ class Entity:
         self.id = id
         self.attrs = attrs
         self.owner = owner
-        self.ref = ir.EntityRef(type, id)
+        self.ref = intern_ref(type, id)
 
     def __repr__(self) -> str:
         return f"Entity({self.type!r}, {self.id!r})"
+
+
+_REFS: dict[tuple[str, str], ir.EntityRef] = {}
+_MAX_REFS = 65_536
+_MAX_INTERNED_ID = 256
+
+
+def intern_ref(typ: str, ident: str) -> ir.EntityRef:
+    """The same `EntityRef` for the same plain-string type and id, so a
+    request does not build a new one for every entity it names. References
+    are immutable and compare by value, so sharing one changes nothing."""
+    if type(typ) is not str or type(ident) is not str or len(ident) > _MAX_INTERNED_ID:
+        return ir.EntityRef(typ, ident)
+    key = (typ, ident)
+    ref = _REFS.get(key)
+    if ref is None:
+        if len(_REFS) >= _MAX_REFS:
+            _REFS.clear()
+        ref = _REFS[key] = ir.EntityRef(typ, ident)
+    return ref
 
 
 class LazyAttrs(Mapping[str, "ir.Value | Err"]):
@@ -322,6 +342,10 @@ def _is_map(value: object) -> bool:
 
 
 def entity_ref(value: Any) -> ir.EntityRef | None:
+    if type(value) is dict:
+        typ, ident = value.get("type"), value.get("id")
+        if type(typ) is str and type(ident) is str:
+            return intern_ref(typ, ident)
     if isinstance(value, ir.EntityRef):
         return value
     if _is_map(value):
@@ -420,19 +444,70 @@ def _build_entity(
     else:
         definition = schema.entities[data["type"]]
     typ, ident = data["type"], data["id"]
-    base = index.raw(typ, ident) if index is not None else None
-    layers = [
-        layer
-        for layer in (base.get("attrs") if base else None, data.get("attrs"))
-        if layer
-    ]
+    base = index._raw.get((typ, ident)) if index is not None else None
+    inline = data.get("attrs")
     owner = entity_ref(data.get("owner"))
-    if owner is None and base is not None:
-        owner = entity_ref(base.get("owner"))
+    if base is None:
+        layers: tuple[Mapping[str, Any], ...] = (inline,) if inline else ()
+    else:
+        layers = tuple(layer for layer in (base.get("attrs"), inline) if layer)
+        if owner is None:
+            owner = entity_ref(base.get("owner"))
     return Entity(typ, ident, LazyAttrs(layers, definition.attrs, schema), owner)
 
 
+_LINKS: dict[tuple[Any, ...], tuple[frozenset[str], Link | str]] = {}
+_MAX_LINKS = 8192
+
+
 def _link(data: Any, index: int, schema: ir.Schema) -> Link | str:
+    """A parsed link, or the reason it is malformed. Links repeat across
+    requests (one delegation serves many calls), so a link whose fields are
+    all plain strings is parsed once per schema: the result depends only on
+    those fields and on the declared scopes, checked by identity."""
+    key = _link_key(data, index)
+    if key is None:
+        return _parse_link(data, index, schema)
+    found = _LINKS.get(key)
+    if found is not None and found[0] is schema.groups:
+        return found[1]
+    link = _parse_link(data, index, schema)
+    if len(_LINKS) >= _MAX_LINKS:
+        _LINKS.clear()
+    _LINKS[key] = (schema.groups, link)
+    return link
+
+
+def _link_key(data: Any, index: int) -> tuple[Any, ...] | None:
+    """Every field `_parse_link` reads, when each is a plain string (or
+    absent) and the link has no limits; None otherwise (parsed each time)."""
+    if type(data) is not dict:
+        return None
+    source, target, scopes = data.get("from"), data.get("to"), data.get("scopes")
+    if type(source) is not dict or type(target) is not dict or type(scopes) is not list:
+        return None
+    if data.get("limits"):
+        return None
+    fields = (
+        data.get("id"),
+        source.get("type"),
+        source.get("id"),
+        target.get("type"),
+        target.get("id"),
+        data.get("expires"),
+        data.get("not_before"),
+        data.get("purpose"),
+        *scopes,
+    )
+    for value in fields:
+        if type(value) is not str and value is not None:
+            return None
+    if None in fields[8:]:
+        return None
+    return (index, len(scopes), *fields)
+
+
+def _parse_link(data: Any, index: int, schema: ir.Schema) -> Link | str:
     where = f"link {index}"
     if not _is_map(data):
         return f"malformed_link: {where} is not an object"
