@@ -22,12 +22,14 @@ and every error, and the decision's error list depends on all of them.
 
 from __future__ import annotations
 
+import bisect
 import decimal
 import logging
 import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeAlias
 
 import attrs
@@ -35,7 +37,16 @@ import attrs
 from ripl import interpret, ir, ops
 from ripl.ast import Duration
 from ripl.cache import CompiledSetCache
-from ripl.decision import Match, Outcome, RuleRef, matched_reason
+from ripl.decision import (
+    Match,
+    Outcome,
+    Pending,
+    RuleRef,
+    Verdict,
+    combine,
+    combine_winners,
+    matched_reason,
+)
 from ripl.delegation import Facts
 from ripl.interpret import Result, Scope, path_text, truth
 from ripl.request import Err, Parsed
@@ -577,7 +588,7 @@ def build_core(policy: ir.PolicySet) -> Core:
 class Bucket:
     """The rules whose target holds for one triple, in policy order."""
 
-    __slots__ = ("key", "rules", "entries", "reads")
+    __slots__ = ("key", "rules", "entries", "reads", "_screens", "_full", "_effects")
 
     def __init__(
         self,
@@ -592,31 +603,156 @@ class Bucket:
             _entry(rule, entry) for rule, entry in zip(rules, entries, strict=True)
         )
         self.reads = reads
+        self._screens: tuple[tuple[Screen, int], ...] = ()
+        self._full = 0
+        if len(rules) >= MIN_SCREENED:
+            self._screens, self._full = build_screens(self.entries)
+        self._effects = tuple(
+            sum(1 << i for i, rule in enumerate(self.rules) if rule.effect == effect)
+            for effect in STRONGEST_FIRST
+        )
 
     def outcome(self, request: Parsed, facts: Facts) -> Outcome:
-        if not self.entries:
+        entries = self.entries
+        if not entries:
             return EMPTY_OUTCOME
         env = Env(request, facts)
+        if not self._screens:
+            return _walk(entries, env)
+        live, certain = self._screen(env)
         matches: list[Match] = []
         errors: list[tuple[ir.Rule, str]] = []
-        for rule, condition, match in self.entries:
-            value = True if condition is None else condition(env)
-            if value is True:
-                if match is None:
-                    found = interpret.obligation_values(rule, env)
-                    if isinstance(found, Err):
-                        errors.append((rule, found.message))
-                        continue
-                    ref = RuleRef.of(rule)
-                    reason = matched_reason(rule.id, rule.effect)
-                    matches.append(Match(rule, found, ref, reason))
-                else:
-                    matches.append(match)
-            elif value is not False:
-                error = truth(value)
-                assert isinstance(error, Err)
-                errors.append((rule, error.message))
+        while live:
+            low = live & -live
+            live ^= low
+            entry = entries[low.bit_length() - 1]
+            if low & certain:
+                assert entry[2] is not None
+                matches.append(entry[2])
+            else:
+                _evaluate(entry, env, matches, errors)
         return Outcome(tuple(matches), tuple(errors))
+
+    def verdict(
+        self,
+        request: Parsed,
+        facts: Facts,
+        definitions: Mapping[str, ir.ObligationDef],
+    ) -> Verdict:
+        """`combine(self.outcome(request, facts), definitions)`."""
+        return self.pending(request, facts, definitions).verdict()
+
+    def pending(
+        self,
+        request: Parsed,
+        facts: Facts,
+        definitions: Mapping[str, ir.ObligationDef],
+    ) -> Pending:
+        """The verdict of `combine(self.outcome(…))`, its rules and reasons
+        written on demand; the matches a stronger effect makes irrelevant
+        are never built."""
+        entries = self.entries
+        if not self._screens:
+            if not entries:
+                return Pending.of(combine(EMPTY_OUTCOME, definitions))
+            outcome = _walk(entries, Env(request, facts))
+            return Pending.of(combine(outcome, definitions))
+        env = Env(request, facts)
+        live, certain = self._screen(env)
+        todo = live & ~certain
+        matched = certain
+        found: dict[int, Match] = {}
+        errors: list[tuple[ir.Rule, str]] = []
+        while todo:
+            low = todo & -todo
+            todo ^= low
+            position = low.bit_length() - 1
+            entry = entries[position]
+            value = True if entry[1] is None else entry[1](env)
+            if value is True and entry[2] is not None:
+                matched |= low
+                found[position] = entry[2]
+            elif value is not False:
+                matches: list[Match] = []
+                _evaluate(entry, env, matches, errors)
+                if matches:
+                    matched |= low
+                    found[position] = matches[0]
+        if errors:  # rare: the general rules of `combine` apply
+            return Pending.of(combine(self.outcome(request, facts), definitions))
+        for mask, effect in zip(self._effects, STRONGEST_FIRST, strict=True):
+            winning = matched & mask
+            if winning:
+                return Pending(
+                    effect, (), partial(_winners, winning, found, entries, definitions)
+                )
+        return Pending.of(combine(EMPTY_OUTCOME, definitions))
+
+    def _screen(self, env: Env) -> tuple[int, int]:
+        """The rules not ruled out, and among them those certain to match:
+        rules made only of screened tests, each decided by a fast read."""
+        live = (1 << len(self.entries)) - 1
+        unsure = 0
+        for screen, members in self._screens:
+            mask = screen(env)
+            if mask < 0:  # no fast answer for this read
+                unsure |= members
+            else:
+                live &= mask
+        return live, live & self._full & ~unsure
+
+
+STRONGEST_FIRST = ("deny", "step_up", "restrict", "allow")
+
+
+def _winners(
+    winning: int,
+    found: Mapping[int, Match],
+    entries: tuple[Entry, ...],
+    definitions: Mapping[str, ir.ObligationDef],
+) -> Verdict:
+    winners = []
+    while winning:
+        low = winning & -winning
+        winning ^= low
+        position = low.bit_length() - 1
+        match = found.get(position) or entries[position][2]
+        assert match is not None
+        winners.append(match)
+    return combine_winners(winners, definitions)
+
+
+def _walk(entries: tuple[Entry, ...], env: Env) -> Outcome:
+    matches: list[Match] = []
+    errors: list[tuple[ir.Rule, str]] = []
+    for entry in entries:
+        _evaluate(entry, env, matches, errors)
+    return Outcome(tuple(matches), tuple(errors))
+
+
+def _evaluate(
+    entry: Entry,
+    env: Env,
+    matches: list[Match],
+    errors: list[tuple[ir.Rule, str]],
+) -> None:
+    rule, condition, match = entry
+    value = True if condition is None else condition(env)
+    if value is True:
+        if match is None:
+            found = interpret.obligation_values(rule, env)
+            if isinstance(found, Err):
+                errors.append((rule, found.message))
+                return
+            ref = RuleRef.of(rule)
+            reason = matched_reason(rule.id, rule.effect)
+            matches.append(Match(rule, found, ref, reason))
+        else:
+            matches.append(match)
+    elif value is not False:
+        error = truth(value)
+        assert isinstance(error, Err)
+        errors.append((rule, error.message))
 
 
 Entry: TypeAlias = tuple[ir.Rule, "Fn | None", "Match | None"]
@@ -659,6 +795,31 @@ class CompiledPolicy:
         if bucket is None:
             bucket = self.bucket(key)
         return bucket.outcome(request, facts)
+
+    def verdict(
+        self,
+        request: Parsed,
+        facts: Facts,
+        definitions: Mapping[str, ir.ObligationDef],
+    ) -> Verdict:
+        """Equals `combine(self.outcome(request, facts), definitions)`."""
+        key = (request.action, request.principal.type, request.resource.type)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self.bucket(key)
+        return bucket.verdict(request, facts, definitions)
+
+    def pending(
+        self,
+        request: Parsed,
+        facts: Facts,
+        definitions: Mapping[str, ir.ObligationDef],
+    ) -> Pending:
+        key = (request.action, request.principal.type, request.resource.type)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self.bucket(key)
+        return bucket.pending(request, facts, definitions)
 
     def bucket(self, key: Triple) -> Bucket:
         """The bucket for a triple, built on first use. Dict assignment is
@@ -711,6 +872,191 @@ class CompiledPolicy:
             bucket = self.bucket(key)
             if bucket.rules:
                 yield bucket
+
+
+# ---- screens: ruling out rules by one attribute read ---------------------------
+
+MIN_SCREENED = 8
+"""Buckets with fewer rules are walked rule by rule; a screen costs more."""
+
+Screen: TypeAlias = Callable[[Env], int]
+"""Given a request, a bit mask over a bucket's rules, from one attribute
+read. A cleared bit means the screened test of that rule is false, so its
+condition is false (three-valued `and` is false as soon as one operand is,
+whatever the others give); a set bit means the test is true (or the rule
+has no test on this screen). -1 when the value read has no fast answer (an
+error value, another type): then nothing is known about the rules tested."""
+
+_Conjunct: TypeAlias = tuple[str, str, str, Any]
+"""`(root, attribute, op, constant)` of a test `root.attribute op constant`."""
+
+
+def _conjuncts(condition: ir.Expr | None) -> tuple[list[_Conjunct], bool]:
+    """The tests of a condition that a screen can decide: the condition
+    itself, or the operands of a top-level `and`, when they compare a
+    principal, resource or context attribute with a constant exactly as
+    `_compare_const`'s fast cases do; and whether that is all of them."""
+    if condition is None:
+        return [], True
+    operands = condition.operands if isinstance(condition, ir.And) else (condition,)
+    out = []
+    for expr in operands:
+        if not (
+            isinstance(expr, ir.Compare)
+            and isinstance(expr.right, ir.Const)
+            and isinstance(expr.left, ir.GetAttr)
+            and isinstance(expr.left.obj, ir.RequestRoot)
+        ):
+            continue
+        const = expr.right.value
+        op = expr.op
+        if op in _ORDER_OPS and (ops.is_number(const) or isinstance(const, ir.Label)):
+            out.append((expr.left.obj.name, expr.left.name, op, const))
+        elif op in ("==", "!=") and type(const) in (str, bool):
+            out.append((expr.left.obj.name, expr.left.name, op, const))
+    return out, len(out) == len(operands)
+
+
+def build_screens(
+    entries: Sequence[Entry],
+) -> tuple[tuple[tuple[Screen, int], ...], int]:
+    """One screen per (attribute, kind of test) that rules of the bucket use,
+    each with the bits of the rules it tests; and the bits of the rules whose
+    whole condition is screened and that have no obligations: when every
+    read gave a fast answer, such a rule matches exactly when no screen
+    ruled it out."""
+    groups: dict[tuple[Any, ...], list[tuple[int, Any]]] = {}
+    full = 0
+    for position, (rule, _, match) in enumerate(entries):
+        conjuncts, whole = _conjuncts(rule.condition)
+        keys = set()
+        for root, name, op, const in conjuncts:
+            if isinstance(const, ir.Label):
+                kind: tuple[Any, ...] = ("label", const.order, op)
+                value: Any = const.rank
+            elif op in _ORDER_OPS:
+                kind, value = ("number", op), const
+            else:
+                kind, value = (op, type(const)), const
+            key = (root, name, *kind)
+            keys.add(key)
+            groups.setdefault(key, []).append((position, value))
+        # Two tests on one screen leave a bit set when either holds, so such
+        # a rule is only ever ruled out, never taken as certain.
+        if whole and match is not None and len(keys) == len(conjuncts):
+            full |= 1 << position
+    everyone = (1 << len(entries)) - 1
+    screens = []
+    for group, members in groups.items():
+        root, name, kind = group[0], group[1], group[2:]
+        inside = 0
+        for position, _ in members:
+            inside |= 1 << position
+        outside = everyone & ~inside
+        read = _reader(root, name)
+        if kind[0] in ("==", "!="):
+            screen = _equality_screen(read, kind[0], kind[1], members, outside)
+        else:
+            screen = _order_screen(read, kind, members, outside)
+        screens.append((screen, inside))
+    return tuple(screens), full
+
+
+def _reader(root: str, name: str) -> Callable[[Env], Any]:
+    """The value `root.name` has for a request, as `_root_attr` resolves it
+    (an error value or `_MISSING` simply passes no fast test)."""
+    if root == "context":
+
+        def context_value(env: Env) -> Any:
+            return env.request.context.get(name, _MISSING)
+
+        return context_value
+
+    def entity_value(env: Env) -> Any:
+        request = env.request
+        entity = request.principal
+        if root == "resource":
+            resource = request.resource
+            if resource.id != entity.id or resource.type != entity.type:
+                entity = resource
+        return entity.attrs.get(name, _MISSING)
+
+    return entity_value
+
+
+def _order_screen(
+    read: Callable[[Env], Any],
+    kind: Sequence[Any],
+    members: Sequence[tuple[int, Any]],
+    outside: int,
+) -> Screen:
+    """Tests `x op c` for one attribute x and one op, with many constants c.
+    Sorted by c, the rules whose test holds form a prefix (`>`, `>=`) or a
+    suffix (`<`, `<=`) found by bisection; their bits are precomputed."""
+    op = kind[-1]
+    ordered = sorted(members, key=lambda m: m[1])
+    consts = [value for _, value in ordered]
+    bits = [1 << position for position, _ in ordered]
+    masks = [outside] * (len(ordered) + 1)
+    if op in ("<", "<="):  # holds for c above x: a suffix
+        for k in range(len(ordered) - 1, -1, -1):
+            masks[k] = masks[k + 1] | bits[k]
+    else:  # holds for c below x: a prefix
+        for k in range(len(ordered)):
+            masks[k + 1] = masks[k] | bits[k]
+    # `x <= c` and `x > c` split at the first c >= x; `x < c`, `x >= c` after it.
+    cut = bisect.bisect_left if op in ("<=", ">") else bisect.bisect_right
+    if kind[0] == "label":
+        order = kind[1]
+
+        def label_screen(env: Env) -> int:
+            value = read(env)
+            if type(value) is ir.Label and value.order == order:
+                return masks[cut(consts, value.rank)]
+            return -1
+
+        return label_screen
+
+    def number_screen(env: Env) -> int:
+        value = read(env)
+        kind_ = type(value)
+        if kind_ is int or kind_ is Decimal:
+            return masks[cut(consts, value)]
+        return -1
+
+    return number_screen
+
+
+def _equality_screen(
+    read: Callable[[Env], Any],
+    op: str,
+    exact: type,
+    members: Sequence[tuple[int, Any]],
+    outside: int,
+) -> Screen:
+    """Tests `x == c` (or `!=`) for one attribute and many constants of one
+    plain type; the rules a value leaves standing are one dict lookup away."""
+    by_const: dict[Any, int] = {}
+    for position, value in members:
+        by_const[value] = by_const.get(value, 0) | (1 << position)
+    every_member = 0
+    for bits in by_const.values():
+        every_member |= bits
+    everyone = outside | every_member
+    if op == "==":
+        holding = {c: outside | bits for c, bits in by_const.items()}
+        otherwise = outside
+    else:
+        holding = {c: outside | (every_member & ~bits) for c, bits in by_const.items()}
+        otherwise = everyone
+
+    def equality_screen(env: Env) -> int:
+        value = read(env)
+        if type(value) is exact:
+            return holding.get(value, otherwise)
+        return -1
+
+    return equality_screen
 
 
 # ---- compiling a policy set, with the cache -------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -195,6 +195,28 @@ def combine(outcome: Outcome, definitions: Mapping[str, ir.ObligationDef]) -> Ve
     return _winners(matches, definitions, errors)
 
 
+def combine_winners(
+    winners: Sequence[Match], definitions: Mapping[str, ir.ObligationDef]
+) -> Verdict:
+    """What `combine` gives when no rule erred and `winners`, in policy
+    order, are exactly the matches of the strongest effect that matched:
+    the weaker matches take no part in such a verdict."""
+    if len(winners) == 1:
+        return _single(winners[0], definitions)
+    effect = winners[0].rule.effect
+    unique = {m.rule.id: m for m in winners}
+    chosen = [unique[k] for k in sorted(unique)]
+    refs = tuple([_ref_of(m) for m in chosen])
+    reasons = tuple([m.reason or matched_reason(m.rule.id, effect) for m in chosen])
+    obligations: dict[str, ir.Value] = {}
+    requirements: tuple[str, ...] = ()
+    if effect == "restrict":
+        obligations = merge_all(definitions, [m.obligations for m in winners])
+    elif effect == "step_up":
+        requirements = tuple(sorted({q for m in winners for q in m.rule.requirements}))
+    return Verdict(effect, refs, reasons, obligations, requirements)
+
+
 def _single(match: Match, definitions: Mapping[str, ir.ObligationDef]) -> Verdict:
     """One match and no error: what `_winners` gives for it, without the
     sorting and grouping."""
@@ -230,6 +252,55 @@ def _winners(
     elif effect == "step_up":
         requirements = tuple(sorted({q for m in winners for q in m.rule.requirements}))
     return Verdict(effect, refs, reasons, obligations, requirements, errors)
+
+
+class Pending:
+    """A verdict whose effect and errors are known and whose rules and
+    reasons are written only when asked for: the no-escalation cap often
+    needs no more than the effect of one side."""
+
+    __slots__ = ("effect", "errors", "_build", "_done")
+
+    def __init__(
+        self,
+        effect: str,
+        errors: tuple[str, ...],
+        build: Callable[[], Verdict] | None = None,
+        done: Verdict | None = None,
+    ) -> None:
+        self.effect = effect
+        self.errors = errors
+        self._build = build
+        self._done = done
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> Pending:
+        return cls(verdict.effect, verdict.errors, None, verdict)
+
+    def verdict(self) -> Verdict:
+        done = self._done
+        if done is None:
+            assert self._build is not None
+            done = self._done = self._build()
+        return done
+
+
+def cap_pending(
+    own: Pending,
+    root: Pending,
+    root_name: str,
+    definitions: Mapping[str, ir.ObligationDef],
+) -> Verdict:
+    """`cap_by_root(own.verdict(), root.verdict(), …)`, building only the
+    side whose rules the answer lists."""
+    own_rank, root_rank = ir.EFFECT_ORDER[own.effect], ir.EFFECT_ORDER[root.effect]
+    if root_rank > own_rank:  # only the own side's errors are used
+        stand_in = Verdict(own.effect, (), (), None, (), own.errors)
+        return cap_by_root(stand_in, root.verdict(), root_name, definitions)
+    if own_rank > root_rank or own.effect not in ("restrict", "step_up"):
+        stand_in = Verdict(root.effect, (), (), None, (), root.errors)
+        return cap_by_root(own.verdict(), stand_in, root_name, definitions)
+    return cap_by_root(own.verdict(), root.verdict(), root_name, definitions)
 
 
 def cap_by_root(

@@ -8,6 +8,7 @@ spans, before any request is seen.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -19,7 +20,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from ripl import ir
 from ripl.ast import Duration
 from ripl.check import check_modules
-from ripl.decision import Decision, Outcome, Verdict, cap_by_root, combine, deny
+from ripl.decision import (
+    Decision,
+    Outcome,
+    Pending,
+    Verdict,
+    cap_pending,
+    combine,
+    deny,
+)
 from ripl.delegation import NO_CHAIN, Facts, check_chain, find_root
 from ripl.errors import RiplError
 from ripl.interpret import Interpreter
@@ -281,14 +290,23 @@ def decide_parsed(
     failures, facts = check_chain(request, schema, leeway=leeway, is_revoked=is_revoked)
     if failures:
         return deny(*failures)
-    own = combine(evaluator.outcome(request, facts), definitions)
+    pending: Callable[[Parsed, Facts], Pending]
+    pending_of = getattr(evaluator, "pending", None)
+    if pending_of is not None:
+        pending = functools.partial(pending_of, definitions=definitions)
+    else:
+
+        def pending(parsed: Parsed, facts: Facts) -> Pending:
+            return Pending.of(combine(evaluator.outcome(parsed, facts), definitions))
+
+    own = pending(request, facts)
     if own.effect == "deny":
-        return own  # nothing the root gets can make a deny stricter
+        return own.verdict()  # nothing the root gets can make a deny stricter
     root, missing = find_root(request, schema, facts)
     if missing is not None:
         return deny(missing, errors=own.errors)
     if root is None or root.ref == request.principal.ref:
-        return own
+        return own.verdict()
     as_root = Parsed(
         principal=root,
         action=request.action,
@@ -299,8 +317,7 @@ def decide_parsed(
         entities=request.entities,
         now=request.now,
     )
-    root_verdict = combine(evaluator.outcome(as_root, NO_CHAIN), definitions)
-    return cap_by_root(own, root_verdict, str(root.ref), definitions)
+    return cap_pending(own, pending(as_root, NO_CHAIN), str(root.ref), definitions)
 
 
 def _decision_cache(

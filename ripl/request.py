@@ -71,6 +71,7 @@ class Entity:
         return f"Entity({self.type!r}, {self.id!r})"
 
 
+_NOT_READ: Any = object()
 _REFS: dict[tuple[str, str], ir.EntityRef] = {}
 _MAX_REFS = 65_536
 _MAX_INTERNED_ID = 256
@@ -125,6 +126,20 @@ class LazyAttrs(Mapping[str, "ir.Value | Err"]):
         raw = self._raw(name) if spec is not None else None
         if spec is None or raw is None:
             raise KeyError(name)
+        value = self._cache[name] = convert(raw, spec.type, self._schema)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """As `Mapping.get`, without raising and catching `KeyError`."""
+        found = self._cache.get(name, _NOT_READ)
+        if found is not _NOT_READ:
+            return found
+        spec = self._record.get(name)
+        if spec is None:
+            return default
+        raw = self._raw(name)
+        if raw is None:
+            return default
         value = self._cache[name] = convert(raw, spec.type, self._schema)
         return value
 
