@@ -101,3 +101,54 @@ def test_a_policy_built_clean_reports_nothing(bands: list[tuple[int, int]]) -> N
     )
     policy = ripl.load_policy(text=text, name="clean.ripl")
     assert Analysis(policy).run() == []
+
+
+BOX_ATOMS = [
+    "principal.age {op} {n}",
+    "resource.size {op} {n}",
+    'principal.team {eq} "t{k}"',
+    "resource.level {op} {label}",
+    "context.anomaly {op} 0.{k}",
+]
+
+
+@st.composite
+def box_rule(draw: st.DrawFn, name: str) -> str:
+    parts = []
+    for _ in range(draw(st.integers(0, 4))):
+        template = draw(st.sampled_from(BOX_ATOMS))
+        parts.append(
+            template.format(
+                op=draw(st.sampled_from(["<", "<=", ">", ">=", "==", "!="])),
+                eq=draw(st.sampled_from(["==", "!="])),
+                n=draw(st.integers(0, 4)),
+                k=draw(st.integers(1, 3)),
+                label=draw(st.sampled_from(LABELS)),
+            )
+        )
+    action = draw(st.sampled_from(["docs", "docs.read"]))
+    effect = draw(st.sampled_from(["allow", "deny"]))
+    when = f" when {' and '.join(parts)}" if parts else ""
+    return f"{effect} {name}: principal is User action {action}{when}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(box_rule("a"), box_rule("b"))
+def test_boxes_decide_meeting_and_covering_as_the_solver_does(
+    first: str, second: str
+) -> None:
+    """The shortcut that skips the solver for rules made of comparisons with
+    constants must give the solver's answers, both ways."""
+    from ripl.analyze.encode import negate
+
+    policy = ripl.load_policy(text=HEADER + first + "\n" + second, name="box.ripl")
+    analysis = Analysis(policy)
+    assert set(analysis.boxes.boxes) == {"a", "b"}
+    a, b = analysis.own["a"].matches, analysis.own["b"].matches
+    meets, _ = analysis.check(a, b, chain=False)
+    assert analysis.boxes.meet("a", "b") == (meets == "sat")
+    if analysis.check(a, chain=False)[0] == "sat":
+        escapes, _ = analysis.check(a, negate(b), chain=False)
+        assert analysis.boxes.covers("b", "a") == (escapes == "unsat")
+    if meets == "sat":
+        assert analysis.boxes.may_meet("a", "b")

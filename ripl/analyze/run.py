@@ -21,6 +21,7 @@ import attrs
 import z3
 
 from ripl import ir
+from ripl.analyze.boxes import Boxes
 from ripl.analyze.encode import (
     EFFECT_RANK,
     GRANTS,
@@ -218,6 +219,8 @@ class Analysis:
             if self.root_reach[rule.id].principals:
                 self.root[rule.id] = self.encoder.rule(rule, ROOT)
         self.index = self._index(self.reach)
+        self.boxes = Boxes(self.by_id, self.reach, policy.schema, self.v.unit)
+        self.rules_order = {r.id: i for i, r in enumerate(self.rules)}
         self.root_index = self._index(self.root_reach)
         closing = self.v.closing_axioms()
         self.core = z3.Solver()
@@ -544,53 +547,105 @@ class Analysis:
         )
 
     def conflicts(self, rule: ir.Rule) -> list[Finding]:
-        remaining = [
-            o for o in self.overlapping(rule.id) if o.effect in ("deny", "step_up")
+        """One finding per granting rule, naming every deny or step_up rule
+        that matches some request it matches, with one witness."""
+        candidates = [
+            o
+            for o in self.overlapping(rule.id)
+            if o.effect in ("deny", "step_up") and self.boxes.may_meet(rule.id, o.id)
         ]
-        out: list[Finding] = []
+        if not candidates:
+            return []
         mine = self.own[rule.id].matches
+        hits: list[ir.Rule] = []
+        remaining: list[ir.Rule] = []
+        for other in candidates:
+            meets = self.boxes.meet(rule.id, other.id)
+            if meets is None:
+                remaining.append(other)
+            elif meets:
+                hits.append(other)
+        chain = self.needs_chain(rule, *remaining)
         while remaining:
-            # Solved under every axiom, so the model is itself a witness for
-            # every conflict it shows.
             status, model = self.check(
                 mine,
                 any_of(self.own[o.id].matches for o in remaining),
-                chain=True,
+                chain=chain,
                 model=True,
             )
             if status != "sat" or model is None:
                 break
-            hits = [o for o in remaining if _holds(model, self.own[o.id].matches)]
-            if not hits:
+            found = _holding(model, remaining, lambda o: self.own[o.id].matches)
+            if not found:
                 break
-            remaining = [o for o in remaining if o not in hits]
-            shared = self.builder.build(model)
-            observation = self.observer.observe(shared)
-            for other in hits:
-                witness: dict[str, Any] | None = shared
-                if not (
-                    observation is not None
-                    and observation.chain_ok
-                    and observation.matched(rule.id)
-                    and observation.matched(other.id)
-                ):
-                    both = [mine, self.own[other.id].matches]
-                    witness = self.confirm(both, _both_match(rule.id, other.id))
-                if witness is None and self.exact(rule, other):
-                    continue
-                out.append(
-                    self.finding(
-                        "conflict",
-                        f"rules `{rule.id}` ({rule.effect}) and `{other.id}` "
-                        f"({other.effect}) both match some requests; "
-                        f"`{other.id}` wins there",
-                        [rule, other],
-                        witness=witness,
-                        decision=other.effect,
-                        notes=[(f"`{other.id}` ({other.effect}) is here", other.span)],
-                    )
-                )
-        return out
+            hits.extend(found)
+            remaining = [o for o in remaining if o not in found]
+        if not hits:
+            return []
+        hits.sort(key=lambda o: self.rules_order[o.id])
+        witness, observation = self._conflict_witness(rule, hits)
+        if witness is None:
+            hits = [o for o in hits if not self.exact(rule, o)]
+            if not hits:
+                return []
+        shown = [
+            o for o in hits if observation is not None and observation.matched(o.id)
+        ]
+        winner = (shown or hits)[0]
+        if len(hits) == 1:
+            message = (
+                f"rules `{rule.id}` ({rule.effect}) and `{winner.id}` "
+                f"({winner.effect}) both match some requests; `{winner.id}` wins "
+                "there"
+            )
+        else:
+            names = ", ".join(f"`{o.id}`" for o in hits[:5])
+            more = f" and {len(hits) - 5} more" if len(hits) > 5 else ""
+            message = (
+                f"rule `{rule.id}` ({rule.effect}) meets {len(hits)} stronger "
+                f"rules ({names}{more}) on some requests; each wins where both "
+                "match"
+            )
+        decision = observation.effect if observation is not None else winner.effect
+        return [
+            self.finding(
+                "conflict",
+                message,
+                [rule, *hits],
+                witness=witness,
+                decision=decision,
+                notes=[(f"`{o.id}` ({o.effect}) is here", o.span) for o in hits],
+            )
+        ]
+
+    def _conflict_witness(
+        self, rule: ir.Rule, hits: Sequence[ir.Rule]
+    ) -> tuple[dict[str, Any] | None, Observation | None]:
+        """A request both `rule` and one of `hits` match, as the engine shows:
+        first one model for all of them, then one per rule."""
+        mine = self.own[rule.id].matches
+        tries = [list(hits), *([o] for o in hits[:3] if len(hits) > 1)]
+        for group in tries:
+            status, model = self.check(
+                mine,
+                any_of(self.own[o.id].matches for o in group),
+                chain=True,
+                model=True,
+            )
+            if status != "sat" or model is None:
+                continue
+            request = self.builder.build(model)
+            observation = self.observer.observe(request)
+            if (
+                observation is not None
+                and observation.chain_ok
+                and observation.matched(rule.id)
+                and any(observation.matched(o.id) for o in group)
+            ):
+                return request, observation
+            self.unconfirmed += 1
+            log.warning("a witness did not reproduce in the engine: %s", request)
+        return None, None
 
     def redundant(self, rule: ir.Rule) -> Finding | None:
         reach = self.reach[rule.id]
@@ -639,10 +694,20 @@ class Analysis:
         )
 
     def _covering(self, rule: ir.Rule, candidates: Sequence[ir.Rule]) -> list[str]:
-        """Content hashes of the candidates that match wherever `rule` does."""
-        remaining = list(candidates)
+        """Content hashes of the candidates that match wherever `rule` does
+        (`rule` matches some request)."""
+        covering: list[str] = []
+        remaining: list[ir.Rule] = []
+        for other in candidates:
+            if not self.boxes.may_meet(rule.id, other.id):
+                continue
+            decided = self.boxes.covers(other.id, rule.id)
+            if decided is None:
+                remaining.append(other)
+            elif decided:
+                covering.append(self.hash[other.id])
         mine = self.own[rule.id].matches
-        chain = self.needs_chain(rule, *candidates)
+        chain = self.needs_chain(rule, *remaining)
         while remaining:
             status, model = self.check(
                 mine,
@@ -651,11 +716,11 @@ class Analysis:
                 model=True,
             )
             if status == "unsat":
-                return [self.hash[o.id] for o in remaining]
+                return [*covering, *(self.hash[o.id] for o in remaining)]
             if status != "sat" or model is None:
-                return []
-            remaining = [o for o in remaining if _holds(model, self.own[o.id].matches)]
-        return []
+                break
+            remaining = _holding(model, remaining, lambda o: self.own[o.id].matches)
+        return covering
 
     # ---- privilege drift ------------------------------------------------------------
 
@@ -852,8 +917,13 @@ def _holds(model: z3.ModelRef, term: z3.BoolRef) -> bool:
     return bool(z3.is_true(model.eval(term, model_completion=True)))
 
 
-def _both_match(a: str, b: str) -> Callable[[Observation], bool]:
-    return lambda o: o.matched(a) and o.matched(b)
+def _holding(
+    model: z3.ModelRef,
+    rules: Sequence[ir.Rule],
+    term: Callable[[ir.Rule], z3.BoolRef],
+) -> list[ir.Rule]:
+    """The rules whose term holds in the model."""
+    return [r for r in rules if _holds(model, term(r))]
 
 
 def analyze_policy(
