@@ -201,6 +201,8 @@ def read_request(source: str) -> tuple[Any, str, str]:
         fail(f"request file `{source}` is a folder")
     except OSError as exc:
         fail(f"cannot read request file `{source}`: {exc.strerror}")
+    if raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark some editors write
+        raw = raw[3:]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -808,7 +808,10 @@ def _parse_uncached(text: str, file: str) -> ast.Module:
 
 
 def decode_source(data: bytes, file: str) -> str:
-    """Bytes of a policy file → text; bad UTF-8 is a ParseError at the byte."""
+    """Bytes of a policy file → text; bad UTF-8 is a ParseError at the byte.
+    A byte-order mark, which some editors write, is dropped."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -418,7 +418,10 @@ def _check_entity(
         ):
             return definition
     if not _is_map(data):
-        raise BadRequest(f"`{path[-1]}` must be an object with `type` and `id`", path)
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        raise BadRequest(
+            f"`{where.lstrip('.')}` must be an object with `type` and `id`", path
+        )
     typ, ident = data.get("type"), data.get("id")
     if not isinstance(typ, str):
         raise BadRequest("missing entity `type`", (*path, "type"))

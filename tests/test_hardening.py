@@ -361,3 +361,13 @@ def test_fmt_through_a_symbolic_link_keeps_the_link(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert link.is_symlink()
     assert target.read_text(encoding="utf-8") == "allow r:\n    when true\n"
+
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path: Path) -> None:
+    policy = tmp_path / "bom.ripl"
+    policy.write_bytes(b"\xef\xbb\xbf" + CAP.encode())
+    request = tmp_path / "pay.json"
+    request.write_bytes(b"\xef\xbb\xbf" + json.dumps(PAY).encode())
+    result = CliRunner().invoke(main, ["eval", str(policy), "-r", str(request)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("effect: restrict")
