@@ -49,6 +49,7 @@ from ripl.decision import (
 )
 from ripl.delegation import Facts
 from ripl.interpret import Result, Scope, path_text, truth
+from ripl.ir import children, walk
 from ripl.request import Err, Parsed
 
 log = logging.getLogger(__name__)
@@ -139,37 +140,6 @@ def _collect_reads(expr: ir.Expr, found: dict[str, set[str]]) -> bool:
     for child in children(expr):
         opaque = _collect_reads(child, found) or opaque
     return opaque
-
-
-def walk(expr: ir.Expr | None) -> Iterator[ir.Expr]:
-    """Every node of an expression, risk expressions included."""
-    if expr is None:
-        return
-    stack: list[ir.Expr] = [expr]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(children(node))
-
-
-def children(node: ir.Expr) -> tuple[ir.Expr, ...]:
-    if isinstance(node, ir.GetAttr | ir.Owner | ir.EntityId | ir.Has | ir.Is):
-        return (node.obj,)
-    if isinstance(node, ir.Compare | ir.Arith):
-        return (node.left, node.right)
-    if isinstance(node, ir.In):
-        return (node.element, node.container)
-    if isinstance(node, ir.SetLit):
-        return node.items
-    if isinstance(node, ir.Neg | ir.Not):
-        return (node.operand,)
-    if isinstance(node, ir.And | ir.Or):
-        return node.operands
-    if isinstance(node, ir.Matches):
-        return (node.subject,)
-    if isinstance(node, ir.RiskRef):
-        return (node.expr,)
-    return ()
 
 
 # ---- cost ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ what a value is.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any, TypeAlias
 
@@ -377,6 +377,39 @@ Expr: TypeAlias = (
     | DelegationFact
     | RiskRef
 )
+
+
+def children(node: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of a node, a risk's expression included."""
+    if isinstance(node, GetAttr | Owner | EntityId | Has | Is):
+        return (node.obj,)
+    if isinstance(node, Compare | Arith):
+        return (node.left, node.right)
+    if isinstance(node, In):
+        return (node.element, node.container)
+    if isinstance(node, SetLit):
+        return node.items
+    if isinstance(node, Neg | Not):
+        return (node.operand,)
+    if isinstance(node, And | Or):
+        return node.operands
+    if isinstance(node, Matches):
+        return (node.subject,)
+    if isinstance(node, RiskRef):
+        return (node.expr,)
+    return ()
+
+
+def walk(expr: Expr | None) -> Iterator[Expr]:
+    """Every node of an expression, risks inlined; with an explicit stack."""
+    if expr is None:
+        return
+    stack: list[Expr] = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(children(node))
+
 
 # ---- rules and the policy set -----------------------------------------------
 

@@ -34,6 +34,7 @@ import z3
 
 from ripl import ir
 from ripl.ast import Duration
+from ripl.ir import walk
 
 log = logging.getLogger(__name__)
 
@@ -182,35 +183,6 @@ def build_domain(policies: Sequence[ir.PolicySet]) -> Domain:
         owners,
         labels,
     )
-
-
-def walk(expr: ir.Expr) -> Iterable[ir.Expr]:
-    """Every node of an expression, risks inlined."""
-    stack: list[ir.Expr] = [expr]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(children(node))
-
-
-def children(node: ir.Expr) -> tuple[ir.Expr, ...]:
-    if isinstance(node, ir.GetAttr | ir.Owner | ir.EntityId | ir.Has | ir.Is):
-        return (node.obj,)
-    if isinstance(node, ir.Compare | ir.Arith):
-        return (node.left, node.right)
-    if isinstance(node, ir.In):
-        return (node.element, node.container)
-    if isinstance(node, ir.SetLit):
-        return node.items
-    if isinstance(node, ir.Neg | ir.Not):
-        return (node.operand,)
-    if isinstance(node, ir.And | ir.Or):
-        return node.operands
-    if isinstance(node, ir.Matches):
-        return (node.subject,)
-    if isinstance(node, ir.RiskRef):
-        return (node.expr,)
-    return ()
 
 
 # ---- values ---------------------------------------------------------------------
