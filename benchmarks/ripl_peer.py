@@ -184,13 +184,11 @@ class RiplPeer(Peer):
     def prepare(self, requests: Sequence[Request]) -> list[Any]:
         items = [ripl_request(request, self._workload.entities) for request in requests]
         # The same requests as columns, as a decision log would hold them, for
-        # the columnar batch path (`Engine.decide_columns`), when it exists.
-        self._columns: dict[str, Any] | None = None
-        if hasattr(self._engine, "decide_columns"):
-            from ripl.batch import requests_to_columns
+        # the columnar batch path (`ripl.batch.decide_columns`).
+        from ripl.batch import requests_to_columns
 
-            self._columns = requests_to_columns(items)
-            self._rows = {id(item): row for row, item in enumerate(items)}
+        self._columns: dict[str, Any] | None = requests_to_columns(items)
+        self._rows = {id(item): row for row, item in enumerate(items)}
         return items
 
     def decide(self, item: Any) -> bool:
@@ -204,7 +202,9 @@ class RiplPeer(Peer):
 
             rows = np.fromiter((self._rows[id(i)] for i in items), np.int64, len(items))
             columns = {name: data[rows] for name, data in self._columns.items()}
-            result = self._engine.decide_columns(columns)
+            from ripl.batch import decide_columns
+
+            result = decide_columns(self._engine, columns)
             return (result.effects == 0).tolist()  # type: ignore[no-any-return]
         decisions = self._engine.decide_batch(items)
         return [decision.effect == "allow" for decision in decisions]

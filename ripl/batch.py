@@ -33,7 +33,7 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import attrs
 import numpy as np
@@ -41,9 +41,16 @@ import numpy.typing as npt
 
 from ripl import ir
 from ripl.compile import Bucket, CompiledPolicy
+from ripl.decision import Decision
 
-if TYPE_CHECKING:
-    from ripl.engine import Engine
+
+class Deciding(Protocol):
+    """What a columnar batch needs from an engine (`ripl.Engine`)."""
+
+    def snapshot(self) -> tuple[ir.PolicySet, Any]: ...
+
+    def decide(self, request: Any) -> Decision: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -445,9 +452,9 @@ def _ids(verdict: GroupVerdict, row: int) -> set[str]:
 
 
 def decide_columns(
-    engine: Engine, columns: Mapping[str, Any], min_group: int = MIN_GROUP
+    engine: Deciding, columns: Mapping[str, Any], min_group: int = MIN_GROUP
 ) -> ColumnResult:
-    policy, evaluator = engine.policy, engine._state[1]
+    policy, evaluator = engine.snapshot()
     arrays = {name: _as_array(data) for name, data in columns.items()}
     n = len(arrays["action"])
     effects = np.full(n, DENY, dtype=np.int8)

@@ -36,7 +36,6 @@ import attrs
 
 from ripl import interpret, ir, ops
 from ripl.ast import Duration
-from ripl.cache import CompiledSetCache
 from ripl.decision import (
     Match,
     Outcome,
@@ -50,6 +49,7 @@ from ripl.decision import (
 from ripl.delegation import Facts
 from ripl.interpret import Result, Scope, path_text, truth
 from ripl.ir import children, walk
+from ripl.memo import CompiledSetCache
 from ripl.request import Err, Parsed
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,6 @@ from ripl.modules import load_modules
 from ripl.request import BadRequest, Link, Parsed, parse_request
 
 if TYPE_CHECKING:
-    from ripl.batch import ColumnResult
     from ripl.cache import CacheStats, DecisionCache
 
 log = logging.getLogger(__name__)
@@ -156,6 +155,12 @@ class Engine:
     def policy(self) -> ir.PolicySet:
         return self._state[0]
 
+    def snapshot(self) -> tuple[ir.PolicySet, RuleEvaluator]:
+        """The policy set and its evaluator, read together, so a caller that
+        needs both never pairs one version's policy with another's tree."""
+        policy, evaluator = self._state[0], self._state[1]
+        return policy, evaluator
+
     @property
     def policy_hash(self) -> str:
         return self._state[0].policy_hash
@@ -259,12 +264,6 @@ class Engine:
 
     def decide_batch(self, requests: Iterable[Any]) -> list[Decision]:
         return [self.decide(r) for r in requests]
-
-    def decide_columns(self, columns: Mapping[str, Any]) -> ColumnResult:
-        """Decide a columnar batch (a mapping of numpy arrays); see `ripl.batch`."""
-        from ripl.batch import decide_columns
-
-        return decide_columns(self, columns)
 
     def cache_stats(self) -> CacheStats | None:
         """Hit counters of the decision cache, or None when it is off."""

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import ripl
+from ripl.batch import decide_columns
 from ripl.cli import main
 from ripl.runtime.audit import AuditLog
 
@@ -98,7 +99,7 @@ def test_batch_keeps_integers_beyond_int64_exact() -> None:
         "resource.id": np.array(["d"] * n, dtype=object),
         "principal.attrs.amount": np.array([2**63 + 5] * n, dtype=np.uint64),
     }
-    result = engine.decide_columns(columns)
+    result = decide_columns(engine, columns)
     assert list(result.effect_names()) == ["deny"] * n
     single = {
         **PAY,

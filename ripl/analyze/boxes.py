@@ -23,15 +23,11 @@ from collections.abc import Mapping
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import attrs
 
 from ripl import ir
 from ripl.analyze.encode import MAX_STRING
-
-if TYPE_CHECKING:
-    from ripl.analyze.run import Reach
 
 Key = tuple[str, tuple[str, ...], str]
 """(request root, attribute path, kind): kind is `int`, `num`, `bool`,
@@ -41,6 +37,27 @@ Atom = tuple[str, "Fraction | bool | str"]
 """(operator, constant) with the attribute on the left."""
 
 FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+@attrs.frozen
+class Reach:
+    actions: frozenset[str]
+    principals: frozenset[str]
+    resources: frozenset[str]
+
+    def overlaps(self, other: Reach) -> bool:
+        return bool(
+            self.actions & other.actions
+            and self.principals & other.principals
+            and self.resources & other.resources
+        )
+
+    def within(self, other: Reach) -> bool:
+        return (
+            self.actions <= other.actions
+            and self.principals <= other.principals
+            and self.resources <= other.resources
+        )
 
 
 def _path(expr: ir.Expr) -> tuple[str, tuple[str, ...]] | None:

@@ -21,7 +21,7 @@ import attrs
 import z3
 
 from ripl import ir
-from ripl.analyze.boxes import Boxes
+from ripl.analyze.boxes import Boxes, Reach
 from ripl.analyze.encode import (
     EFFECT_RANK,
     GRANTS,
@@ -103,27 +103,6 @@ class SolverCache:
 
     def put(self, key: tuple[str, ...], value: Any) -> None:
         self.answers[key] = value
-
-
-@attrs.frozen
-class Reach:
-    actions: frozenset[str]
-    principals: frozenset[str]
-    resources: frozenset[str]
-
-    def overlaps(self, other: Reach) -> bool:
-        return bool(
-            self.actions & other.actions
-            and self.principals & other.principals
-            and self.resources & other.resources
-        )
-
-    def within(self, other: Reach) -> bool:
-        return (
-            self.actions <= other.actions
-            and self.principals <= other.principals
-            and self.resources <= other.resources
-        )
 
 
 def conjuncts(expr: ir.Expr | None) -> list[ir.Expr]:
