@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from ripl import ir
 from ripl.ast import Duration
 from ripl.check import check_modules
+from ripl.compile import compile_policy
 from ripl.decision import (
     Decision,
     Outcome,
@@ -142,7 +143,7 @@ class Engine:
         if self.mode == "reference":
             evaluator = Interpreter(policy)
         else:
-            evaluator = _compiled_evaluator(policy)
+            evaluator = compile_policy(policy)
         leeway = policy.options.get("clock_leeway", Duration(0))
         assert isinstance(leeway, Duration)
         delta = timedelta(seconds=leeway.seconds)
@@ -327,14 +328,6 @@ def _decision_cache(
     from ripl.cache import DecisionCache
 
     return DecisionCache(evaluator, size, leeway)  # type: ignore[arg-type]
-
-
-def _compiled_evaluator(policy: ir.PolicySet) -> RuleEvaluator:
-    try:
-        from ripl.compile import compile_policy
-    except ImportError:
-        return Interpreter(policy)
-    return compile_policy(policy)
 
 
 _EMPTY_POLICY = ir.PolicySet(
