@@ -5,7 +5,9 @@ after the request contract: `principal.type`, `principal.id`,
 `principal.attrs.NAME`, `action`, `resource.type`, `resource.id`,
 `resource.attrs.NAME`, `context.NAME`; the principal's owner as
 `owner.type`, `owner.id` and `owner.attrs.NAME` (the owner's entry in
-`entities`); and, as object columns, `delegation` (a list of links or None),
+`entities`; `owner.present`, a bool column, says whether that entry exists,
+and defaults to yes wherever `owner.attrs.*` columns are given); and, as
+object columns, `delegation` (a list of links or None),
 `entities` (further entities) and `now`. A missing value is `None` in an
 object column, NaN in a float column, or a masked entry of a masked array.
 
@@ -777,7 +779,13 @@ def request_of_row(arrays: Mapping[str, Any], row: int) -> dict[str, Any]:
     if "owner.type" in arrays and value("owner.type") is not None:
         owner = entity("owner")
         principal["owner"] = {"type": owner["type"], "id": owner["id"]}
-        if "owner.present" in arrays and value("owner.present"):
+        # The owner is listed in `entities` when the log says so, or, with no
+        # `owner.present` column, whenever it gives the owner's attributes.
+        if "owner.present" in arrays:
+            present = bool(value("owner.present"))
+        else:
+            present = any(name.startswith("owner.attrs.") for name in arrays)
+        if present:
             entities.append(owner)
     if "entities" in arrays and value("entities"):
         entities.extend(value("entities"))

@@ -81,6 +81,7 @@ def check_chain(
     seen = {first.source}
     now = request.now
     prev: Link | None = None
+    stated: str | None = None  # the first purpose any link states
     for link in chain:
         where = ""  # written only when a check fails
         if prev is not None and prev.target != link.source:
@@ -119,13 +120,17 @@ def check_chain(
                 )
             if (
                 link.purpose is not None
-                and first.purpose is not None
-                and (link.purpose != first.purpose)
+                and stated is not None
+                and link.purpose != stated
             ):
+                # Stating a purpose narrows; changing a stated one does not.
                 where = where or _where(link)
                 failures.append(
-                    f"chain_widens: {where} changes the purpose to `{link.purpose}`"
+                    f"chain_widens: {where} changes the purpose from `{stated}` "
+                    f"to `{link.purpose}`"
                 )
+        if stated is None:
+            stated = link.purpose
         prev = link
     last = chain[-1]
     if last.target != principal.ref:

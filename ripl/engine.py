@@ -123,6 +123,15 @@ class Engine:
         self._revoked: set[str] = set(revoked)
         self._revocations = revocations
         self._revocation_version = getattr(revocations, "version", None)
+        if (
+            decision_cache
+            and revocations is not None
+            and (getattr(revocations, "version", None) is None)
+        ):
+            # Without a version there is no way to see a revocation made
+            # elsewhere, so a cached allow could outlive it: no cache.
+            log.warning("revocation store has no version; decision cache is off")
+            decision_cache = 0
         self._decision_cache_size = decision_cache  # 0: no decision cache
         self._lock = threading.Lock()
         self._unloaded: str | None = None  # why no policy set is loaded

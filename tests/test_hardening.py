@@ -372,3 +372,122 @@ def test_a_byte_order_mark_is_not_an_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["eval", str(policy), "-r", str(request)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("effect: restrict")
+
+
+# ---- second outside review -----------------------------------------------------
+
+
+def test_policies_differing_only_inside_a_string_never_share_a_hash() -> None:
+    base = (
+        "entity User: human { name: string }\nentity Doc {}\nactions docs { read }\n"
+        'allow a:\n    principal is User\n    when principal.name == "x%s\n"\n'
+    )
+    first = ripl.load_policy(text=base % "")
+    second = ripl.load_policy(text=base % "   ")
+    assert first.policy_hash != second.policy_hash
+    request = {
+        "principal": {"type": "User", "id": "u", "attrs": {"name": "x   \n"}},
+        "action": "docs.read",
+        "resource": {"type": "Doc", "id": "d"},
+    }
+    assert ripl.Engine(first).decide(request).effect == "deny"
+    for mode in ("compiled", "reference"):
+        assert ripl.Engine(second, mode=mode).decide(request).effect == "allow"
+
+
+PURPOSE = """
+entity User: human { team: string }
+entity Bot: agent owner User { model: string }
+entity Doc { sens: int }
+actions docs { read, write }
+allow users: principal is User
+allow bots: principal is Bot when delegation.purpose == "a"
+"""
+
+
+def _purpose_chain(*purposes: str | None) -> dict[str, Any]:
+    names = ["alice", *(f"b{i + 1}" for i in range(len(purposes)))]
+    links = []
+    for i, purpose in enumerate(purposes):
+        link: dict[str, Any] = {
+            "id": f"l{i}",
+            "from": {"type": "User" if i == 0 else "Bot", "id": names[i]},
+            "to": {"type": "Bot", "id": names[i + 1]},
+            "scopes": ["docs"],
+            "expires": "2027-01-01T00:00:00Z",
+        }
+        if purpose is not None:
+            link["purpose"] = purpose
+        links.append(link)
+    return {
+        "principal": {"type": "Bot", "id": names[-1], "attrs": {"model": "m"}},
+        "action": "docs.read",
+        "resource": {"type": "Doc", "id": "d", "attrs": {"sens": 1}},
+        "delegation": links,
+        "entities": [{"type": "User", "id": "alice", "attrs": {"team": "t"}}],
+        "now": "2026-01-01T00:00:00Z",
+    }
+
+
+@pytest.mark.parametrize(
+    ("purposes", "effect", "codes"),
+    [
+        ((None, "a", "b"), "deny", ("chain_widens",)),
+        (("a", "b"), "deny", ("chain_widens",)),
+        ((None, "a", "a"), "allow", ("matched",)),
+        (("a", None), "allow", ("matched",)),
+    ],
+)
+def test_a_later_link_may_state_a_purpose_but_never_change_it(
+    purposes: tuple[str | None, ...], effect: str, codes: tuple[str, ...]
+) -> None:
+    for mode in ("compiled", "reference"):
+        decision = ripl.load(PURPOSE, mode=mode).decide(_purpose_chain(*purposes))
+        assert decision.effect == effect
+        assert decision.reason_codes == codes
+
+
+def test_a_versionless_revocation_store_turns_the_decision_cache_off() -> None:
+    class Store:
+        ids: set[str] = set()
+
+        def is_revoked(self, link: Any) -> bool:
+            return link["id"] in self.ids
+
+    store = Store()
+    engine = ripl.Engine(
+        ripl.load_policy(PURPOSE), revocations=store, decision_cache=100
+    )
+    request = _purpose_chain("a")
+    assert engine.decide(request).effect == "allow"
+    store.ids.add("l0")
+    decision = engine.decide(request)
+    assert decision.effect == "deny"
+    assert decision.reason_codes == ("revoked_link",)
+
+
+def test_owner_attribute_columns_reach_the_root_in_row_by_row_batches() -> None:
+    engine = ripl.load(
+        "import std.obligations\nentity User: human { team: string }\n"
+        "entity Tool: tool owner User { v: int }\nentity Doc { amt: int }\n"
+        "actions docs { read }\n"
+        'allow u: principal is User when principal.team == "ok"\n'
+        "allow t: principal is Tool when principal.v > 0\n"
+    )
+    n = 4
+    columns = {
+        "principal.type": np.array(["Tool"] * n, dtype=object),
+        "principal.id": np.array(["t"] * n, dtype=object),
+        "principal.attrs.v": np.array([1] * n),
+        "owner.type": np.array(["User"] * n, dtype=object),
+        "owner.id": np.array(["al"] * n, dtype=object),
+        "owner.attrs.team": np.array(["ok", "no", "ok", "no"], dtype=object),
+        "action": np.array(["docs.read"] * n, dtype=object),
+        "resource.type": np.array(["Doc"] * n, dtype=object),
+        "resource.id": np.array(["d"] * n, dtype=object),
+        "now": np.array(["2026-01-01T00:00:00Z"] * n, dtype=object),
+    }
+    result = decide_columns(engine, columns, min_group=99)  # every row one by one
+    assert list(result.effect_names()) == ["allow", "deny", "allow", "deny"]
+    vectorized = decide_columns(engine, columns, min_group=1)
+    assert list(vectorized.effect_names()) == ["allow", "deny", "allow", "deny"]

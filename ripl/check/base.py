@@ -50,12 +50,16 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
 
 
 def policy_hash(modules: Sequence[LoadedModule]) -> str:
-    """Content hash over the normalized sources, independent of file order."""
+    """Content hash over every module's exact text, in module-name order, so
+    it does not depend on file order. Nothing inside the text is normalized:
+    a string literal may span lines, so even trailing spaces and line endings
+    can be meaning, and two policies that differ in meaning must never share
+    a hash (compiled trees are cached by it)."""
     digest = hashlib.sha256()
     for module in sorted(modules, key=lambda m: m.name):
-        lines = module.text.replace("\r\n", "\n").split("\n")
-        text = "\n".join(line.rstrip() for line in lines).strip("\n")
-        digest.update(module.name.encode() + b"\0" + text.encode() + b"\0")
+        name, text = module.name.encode(), module.text.encode("utf-8", "surrogatepass")
+        digest.update(len(name).to_bytes(8, "big") + name)
+        digest.update(len(text).to_bytes(8, "big") + text)
     return "sha256:" + digest.hexdigest()
 
 
