@@ -32,7 +32,7 @@ from ripl.runtime import (
     redact,
     request_with_chain,
 )
-from ripl.runtime.guard import CREDENTIAL_REMOVED, refuse_over_cap
+from ripl.runtime.guard import CREDENTIAL_REMOVED, ToolFailedError, refuse_over_cap
 
 POLICY = """\
 module shop
@@ -405,7 +405,81 @@ def test_a_tool_error_that_quotes_the_credential_is_scrubbed(
 
     with pytest.raises(RuntimeError) as err:
         refund("inv-1", 5)
-    assert str(err.value) == f"upstream refused {CREDENTIAL_REMOVED}"
+    assert str(err.value) == f"ValueError: upstream refused {CREDENTIAL_REMOVED}"
+
+
+class _Sneaky(Exception):
+    def __init__(self, token: object) -> None:
+        super().__init__("failed")
+        self.token = token
+
+
+def _leaks(exc: BaseException, secret: str) -> bool:
+    """Whether the secret or the credential is reachable from an exception."""
+    seen: list[object] = [exc]
+    while seen:
+        item = seen.pop()
+        if isinstance(item, Credential) or (isinstance(item, str) and secret in item):
+            return True
+        if isinstance(item, BaseException):
+            seen.extend(item.args)
+            seen.extend(vars(item).values())
+            seen.extend(getattr(item, "__notes__", []))
+            seen.extend(x for x in (item.__context__, item.__cause__) if x)
+            # The frames the exception passed through below the caller's.
+            tb = item.__traceback__.tb_next if item.__traceback__ else None
+            while tb is not None:
+                values = tb.tb_frame.f_locals.values()
+                seen.extend(v for v in values if isinstance(v, str | Credential))
+                tb = tb.tb_next
+    return False
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["args", "attribute", "note", "system-exit", "chained"],
+)
+def test_no_exception_from_a_tool_carries_the_credential(
+    engine: ripl.Engine, audit: AuditLog, broker: MemoryCredentialBroker, how: str
+) -> None:
+    guard = make_guard(engine, audit, broker)
+    seen: list[str] = []
+
+    @guard.tool(action="payments.refund", resource=invoice)
+    def refund(invoice_id: str, amount: int, credential: Credential) -> str:
+        seen.append(credential.secret)
+        if how == "args":
+            raise ValueError(credential)
+        if how == "attribute":
+            raise _Sneaky(credential.secret)
+        if how == "note":
+            error = ValueError("boom")
+            error.add_note(credential.secret)
+            raise error
+        if how == "system-exit":
+            raise SystemExit(credential.secret)
+        try:
+            raise ValueError(credential.secret)
+        except ValueError:
+            raise RuntimeError("boom") from None
+
+    with pytest.raises(BaseException) as err:
+        refund("inv-1", 5)
+    assert isinstance(err.value, ToolFailedError)
+    assert not _leaks(err.value, seen[0])
+
+
+def test_a_credential_in_a_result_key_is_removed(
+    engine: ripl.Engine, audit: AuditLog, broker: MemoryCredentialBroker
+) -> None:
+    guard = make_guard(engine, audit, broker)
+
+    @guard.tool(action="payments.refund", resource=invoice)
+    def refund(invoice_id: str, amount: int, credential: Credential) -> object:
+        return {credential: 1, (credential.secret,): 2, "ok": credential.secret}
+
+    result = refund("inv-1", 5)
+    assert result == {(CREDENTIAL_REMOVED,): 2, "ok": CREDENTIAL_REMOVED}
 
 
 def test_credential_obligation_without_a_broker_denies(

@@ -84,6 +84,11 @@ class ToolDeniedError(GuardError):
     """The decision was deny; `reasons` says why, each with its stable code."""
 
 
+class ToolFailedError(RiplRuntimeError, RuntimeError):
+    """A guarded tool that held a credential raised; this carries only its
+    scrubbed type and message, never the original exception."""
+
+
 class StepUpRequiredError(GuardError):
     """The decision was step_up; the tool runs only after `requirements` are
     met, which is a new call with a session that shows them."""
@@ -345,7 +350,8 @@ class Unfilterable(Exception):
 def redact(value: Any, fields: frozenset[str]) -> Any:
     """A copy of `value` without any mapping key in `fields`, at any depth
     (mappings, lists, tuples). Raises `Unfilterable` for other objects."""
-    return _walk(value, lambda key: key in fields, (), 0)
+    folded = frozenset(f.casefold() for f in fields)
+    return _walk(value, lambda key: key.casefold() in folded, (), 0)
 
 
 def strip_secrets(value: Any, secrets: Sequence[str]) -> Any:
@@ -372,11 +378,13 @@ def _walk(
     if isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for key, item in value.items():
-            if isinstance(key, str) and drop(key):
+            name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+            if isinstance(name, str) and drop(name):
                 continue
-            clean_key = _scrub(key, secrets) if isinstance(key, str) else key
-            if isinstance(item, Credential):
+            if isinstance(key, Credential) or isinstance(item, Credential):
                 continue
+            # Keys are walked like values: a secret must not ride in a key.
+            clean_key = _walk(key, lambda k: False, secrets, depth + 1)
             out[clean_key] = _walk(item, drop, secrets, depth + 1)
         return out
     if isinstance(value, list | tuple):
@@ -552,10 +560,13 @@ class Guard:
                     call = self._admit(spec, args, kwargs)
                     if isinstance(call, _Answered):
                         return call.value
+                    failure: BaseException | None = None
                     try:
                         result = await async_func(*call.args(), **call.kwargs())
-                    except Exception as exc:
-                        raise _scrubbed(exc, call.secrets) from None
+                    except BaseException as exc:
+                        failure = _scrubbed(exc, call.secrets)
+                    if failure is not None:
+                        raise failure  # outside `except`: no chained context
                     return self._release(spec, call, result)
 
                 run_async.__signature__ = public  # type: ignore[attr-defined]
@@ -566,10 +577,13 @@ class Guard:
                 call = self._admit(spec, args, kwargs)
                 if isinstance(call, _Answered):
                     return call.value
+                failure: BaseException | None = None
                 try:
                     result = func(*call.args(), **call.kwargs())
-                except Exception as exc:
-                    raise _scrubbed(exc, call.secrets) from None
+                except BaseException as exc:
+                    failure = _scrubbed(exc, call.secrets)
+                if failure is not None:
+                    raise failure  # outside `except`: no chained context
                 return self._release(spec, call, result)
 
             run.__signature__ = public  # type: ignore[attr-defined]
@@ -889,12 +903,16 @@ def _public_signature(
     return signature.replace(parameters=kept)
 
 
-def _scrubbed(exc: Exception, secrets: Sequence[str]) -> Exception:
-    """The tool's own exception, unless its message holds a secret."""
-    text = str(exc)
-    if any(secret and secret in text for secret in secrets):
-        return RuntimeError(_scrub(text, tuple(secrets)))
-    return exc
+def _scrubbed(exc: BaseException, secrets: Sequence[str]) -> BaseException:
+    """The tool's own exception when the call held no credential. Otherwise a
+    fresh one: a secret can hide in an exception's arguments, attributes,
+    notes, chained causes or traceback frames, so none of them is kept."""
+    if not any(secrets):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return KeyboardInterrupt()
+    text = _scrub(f"{type(exc).__name__}: {exc}", tuple(secrets))
+    return ToolFailedError(text)
 
 
 def _mapping_or_none(value: object) -> Mapping[str, Any] | None:
