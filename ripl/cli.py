@@ -528,13 +528,32 @@ def open_audit_or_exit(db: Path) -> Any:
 
 @audit_group.command("verify")
 @click.argument("db", type=click.Path(path_type=Path))
-def audit_verify(db: Path) -> None:
+@click.option(
+    "--public-key",
+    "public_key_file",
+    type=click.Path(path_type=Path),
+    help="PEM Ed25519 public key: also check the signed checkpoints, which "
+    "detect a log cut short.",
+)
+def audit_verify(db: Path, public_key_file: Path | None) -> None:
     """Check the hash chain; exit 1 naming the first bad record."""
     import sqlite3
 
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    public_key = None
+    if public_key_file is not None:
+        try:
+            loaded = load_pem_public_key(public_key_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read public key `{public_key_file}`: {exc}")
+        if not isinstance(loaded, Ed25519PublicKey):
+            fail(f"`{public_key_file}` is not an Ed25519 public key")
+        public_key = loaded
     log_file = open_audit_or_exit(db)
     try:
-        result = log_file.verify()
+        result = log_file.verify(public_key=public_key)
     except sqlite3.Error as exc:
         fail(f"cannot read audit log `{db}`: {exc}")
     finally:
@@ -603,15 +622,27 @@ def audit_show(
             since=start,
             until=end,
         )
-    except (AuditError, sqlite3.Error) as exc:
+    except (AuditError, sqlite3.Error, TypeError, ValueError) as exc:
         fail(f"cannot read audit log `{db}`: {exc}", "run `ripl audit verify`")
     finally:
         log_file.close()
+    damaged = 0
     for record in records:
-        if fmt == "json":
-            click.echo(canonical_json(audit_json(record)))
-        else:
-            click.echo(render_record(record))
+        try:
+            line = (
+                canonical_json(audit_json(record))
+                if fmt == "json"
+                else render_record(record)
+            )
+        except (AuditError, TypeError, ValueError):
+            # An edited column that cannot even be shown: say so and go on.
+            damaged += 1
+            click.echo(f"error: record {record.seq} cannot be shown", err=True)
+            continue
+        click.echo(line)
+    if damaged:
+        click.echo("   = hint: run `ripl audit verify`", err=True)
+        sys.exit(EXIT_FINDINGS)
 
 
 def audit_json(record: Any) -> dict[str, Any]:

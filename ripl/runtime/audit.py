@@ -316,13 +316,20 @@ class AuditLog:
             record.hash,
         )
         try:
-            self._conn.execute(
+            cursor = self._conn.execute(
                 f"INSERT INTO audit_records ({_COLUMNS}) VALUES"
                 f" ({', '.join('?' * len(values))})",
                 values,
             )
         except UnicodeEncodeError as exc:
             raise AuditError("an id in the request is not valid Unicode text") from exc
+        stored = self._conn.execute(
+            "SELECT hash FROM audit_records WHERE seq = ?", (record.seq,)
+        ).fetchone()
+        if cursor.rowcount != 1 or stored is None or stored[0] != record.hash:
+            # A trigger or rule added to the file can swallow an insert; the
+            # record must be there, as written, or the append fails.
+            raise AuditError(f"record {record.seq} was not stored as written")
 
     def checkpoint(
         self, key: Ed25519PrivateKey, *, now: datetime | None = None
@@ -366,6 +373,7 @@ class AuditLog:
         problems: list[tuple[int, str]] = []
         heads: dict[int, str] = {}
         with self._lock, self._transaction(write=False):
+            problems.extend(self._foreign_objects())
             count, last_seq, head = self._walk(problems, heads)
             if public_key is not None:
                 given.extend(self._stored_checkpoints(problems))
@@ -379,6 +387,16 @@ class AuditLog:
         log.debug("audit log verified: %d records, %d problems", count, len(problems))
         return result
 
+    def _foreign_objects(self) -> list[tuple[int, str]]:
+        """Triggers and views nobody but an editor of the file would add: they
+        can hide or rewrite records, so their presence is itself tampering."""
+        rows = self._conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')"
+        ).fetchall()
+        return [
+            (0, f"the log holds a {kind} `{name}` it never had") for kind, name in rows
+        ]
+
     def _walk(
         self, problems: list[tuple[int, str]], heads: dict[int, str]
     ) -> tuple[int, int, str]:
@@ -391,9 +409,10 @@ class AuditLog:
             record = _record_from_row(row)
             if seq != expected:
                 problems.append(_sequence_problem(seq, expected))
-            if record is None:
+            computed = _safe_hash(record) if record is not None else None
+            if record is None or computed is None:
                 problems.append((seq, f"record {seq} is unreadable"))
-            elif record.computed_hash() != record.hash:
+            elif computed != record.hash:
                 problems.append(
                     (seq, f"record {seq} was altered: its hash does not match it")
                 )
@@ -764,3 +783,11 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _safe_hash(record: AuditRecord) -> str | None:
+    """A record's hash, or None when an edited column cannot even be hashed."""
+    try:
+        return record.computed_hash()
+    except (TypeError, ValueError, AuditError):
+        return None
