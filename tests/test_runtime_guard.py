@@ -761,3 +761,14 @@ def test_stats_count_each_effect(engine: ripl.Engine, audit: AuditLog) -> None:
     assert stats.ran == 2
     assert len(audit) == 3
     assert audit.verify().ok
+
+
+def test_a_float_amount_is_never_capped_above_the_cap() -> None:
+    from decimal import Decimal
+
+    from ripl.runtime.guard import _same_kind
+
+    for cap in ("0.1", "0.3", "199.99", "1e-7"):
+        clamped = _same_kind(Decimal(cap), 1.0)
+        assert isinstance(clamped, float)
+        assert Decimal(clamped) <= Decimal(cap)

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -334,7 +335,9 @@ def _same_kind(bound: Decimal, like: object) -> object:
     if isinstance(like, int) and bound == bound.to_integral_value():
         return int(bound)
     if isinstance(like, float):
-        return float(bound)
+        near = float(bound)
+        # The nearest float can lie above the cap; never round a cap upward.
+        return math.nextafter(near, -math.inf) if Decimal(near) > bound else near
     if isinstance(like, str):
         return str(bound)
     return bound
