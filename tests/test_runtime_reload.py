@@ -335,3 +335,59 @@ def test_replace_installs_a_checked_set_from_text(folder: Path) -> None:
     policy = ripl.load_policy(text=SCHEMA.replace("module schema", "module other"))
     status: Any = engine.replace(policy)
     assert status.ok and engine.policy_hash == policy.policy_hash
+
+
+# ---- found by an outside review ------------------------------------------------
+
+
+def test_a_change_to_an_imported_module_is_seen_when_a_file_is_given(
+    folder: Path,
+) -> None:
+    """Given `ops.ripl` alone, its import `schema` lives beside it: polling
+    must notice a change there too, and a reload must install it."""
+    engine = make(folder / "ops.ripl")
+    assert engine.poll() is None
+    widened = SCHEMA.replace(
+        "actions db { drop, read }", "actions db { drop, read, list }"
+    )
+    write_atomically(folder / "schema.ripl", widened)
+    assert engine.poll() is None  # first sight of the change
+    status = engine.poll()
+    assert status is not None and status.ok and status.changed
+    assert "db.list" in engine.policy.schema.actions
+
+
+def test_a_file_written_in_place_beside_a_given_file_is_caught_while_it_settles(
+    folder: Path,
+) -> None:
+    engine = make(folder / "ops.ripl", settle=0.3)
+    first = engine.policy_hash
+    half = SCHEMA[: SCHEMA.index("actions")]  # parses: the actions are cut off
+    (folder / "schema.ripl").write_text(half, encoding="utf-8")
+    status = engine.reload()
+    assert not status.ok
+    assert engine.policy_hash == first
+
+
+def test_the_reload_after_a_torn_read_is_not_skipped(folder: Path) -> None:
+    engine = make(folder, settle=0.3, min_retry_interval=60.0)
+    first = engine.policy_hash
+    half_written = threading.Event()
+
+    def slow_writer() -> None:
+        with open(folder / "ops.ripl", "w", encoding="utf-8") as handle:
+            handle.write(P2[: P2.index("deny")])  # parses; the deny is missing
+            handle.flush()
+            half_written.set()
+            time.sleep(0.1)  # inside the reload's settle wait
+            handle.write(P2[P2.index("deny") :])
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    half_written.wait()
+    torn = engine.reload()
+    writer.join()
+    assert not torn.ok and engine.policy_hash == first
+    status = engine.reload()  # the writer is done: this one must be tried
+    assert status.attempted and status.ok and status.changed
+    assert engine.decide(REQUEST).rule_ids == ("nobody_drops",)

@@ -168,3 +168,16 @@ def test_a_guard_can_enforce_through_a_shadow_engine(
     promoted = Guard(shadow.candidate, audit=audit, session=session)
     with pytest.raises(ToolDeniedError):
         promoted.tool(share, action="docs.share", resource=doc)("eve")
+
+
+class ReturnsNothing:
+    policy_hash = "sha256:candidate"
+
+    def decide(self, request: Any) -> Any:
+        return None
+
+
+def test_a_candidate_that_returns_no_decision_is_a_counted_failure() -> None:
+    shadow = ShadowEngine(ripl.load(text=ENFORCING), ReturnsNothing(), audit=None)
+    assert shadow.decide(request("docs.share")).effect == "allow"
+    assert shadow.stats.candidate_failures == 1

@@ -233,10 +233,11 @@ class ReloadingEngine:
                 after = _fingerprint(self.paths)
                 before = ()
         if after != before or _changed_on_disk(policy):
+            # What changed was never read, so the next attempt must not be
+            # skipped as a repeat of this one: no fingerprint is kept.
             return self._failed(
                 previous,
                 "a policy file changed while it was being read; retrying later",
-                after,
             )
         self._seen = after
         refusal = self._pin_refusal(policy)
@@ -380,11 +381,15 @@ class ReloadingEngine:
 
 
 def _files(paths: Sequence[Path]) -> list[Path]:
+    """Every file the set may be read from, and the folders holding them: a
+    file's imports resolve in its folder, so that whole folder is watched, and
+    a folder's own time moves when a file in it is removed or renamed."""
     out: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            out.extend(sorted(path.rglob("*.ripl")))
-        else:
+        folder = path if path.is_dir() else path.parent
+        out.append(folder)
+        out.extend(sorted(p for p in folder.rglob("*.ripl") if p != folder))
+        if not path.is_dir() and path not in out:
             out.append(path)
     return out
 

@@ -86,6 +86,8 @@ class ShadowEngine:
         enforced = self.enforcing.decide(request)
         try:
             candidate = self.candidate.decide(request)
+            if not isinstance(candidate, Decision):
+                raise TypeError(f"the candidate returned {type(candidate).__name__}")
         except Exception:
             log.error(
                 "shadow candidate failed: %r",
