@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from functools import partial
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
 import attrs
@@ -558,7 +559,17 @@ def build_core(policy: ir.PolicySet) -> Core:
 class Bucket:
     """The rules whose target holds for one triple, in policy order."""
 
-    __slots__ = ("key", "rules", "entries", "reads", "_screens", "_full", "_effects")
+    __slots__ = (
+        "key",
+        "rules",
+        "entries",
+        "reads",
+        "_screens",
+        "_full",
+        "_effects",
+        "_static",
+        "_written",
+    )
 
     def __init__(
         self,
@@ -581,6 +592,12 @@ class Bucket:
             sum(1 << i for i, rule in enumerate(self.rules) if rule.effect == effect)
             for effect in STRONGEST_FIRST
         )
+        # Rules without obligations match the same way on every request, so
+        # the verdict a set of them wins with is written once and kept.
+        self._static = sum(
+            1 << i for i, entry in enumerate(self.entries) if entry[2] is not None
+        )
+        self._written: dict[int, Verdict] = {}
 
     def outcome(self, request: Parsed, facts: Facts) -> Outcome:
         entries = self.entries
@@ -652,11 +669,28 @@ class Bucket:
             return Pending.of(combine(self.outcome(request, facts), definitions))
         for mask, effect in zip(self._effects, STRONGEST_FIRST, strict=True):
             winning = matched & mask
-            if winning:
+            if not winning:
+                continue
+            if winning & self._static != winning:
                 return Pending(
                     effect, (), partial(_winners, winning, found, entries, definitions)
                 )
+            written = self._written.get(winning)
+            if written is not None:
+                return Pending(effect, (), None, written)
+            return Pending(effect, (), partial(self._write, winning, definitions))
         return Pending.of(combine(EMPTY_OUTCOME, definitions))
+
+    def _write(
+        self, winning: int, definitions: Mapping[str, ir.ObligationDef]
+    ) -> Verdict:
+        """The verdict of rules without obligations, kept by which of them won.
+        Its obligations are read-only: the verdict is shared by decisions."""
+        verdict = _winners(winning, {}, self.entries, definitions)
+        verdict.obligations = MappingProxyType(dict(verdict.obligations))
+        if len(self._written) < MAX_WRITTEN:
+            self._written[winning] = verdict
+        return verdict
 
     def _screen(self, env: Env) -> tuple[int, int]:
         """The rules not ruled out, and among them those certain to match:
@@ -847,6 +881,7 @@ class CompiledPolicy:
 # ---- screens: ruling out rules by one attribute read ---------------------------
 
 MIN_SCREENED = 8
+MAX_WRITTEN = 512  # verdicts kept per bucket
 """Buckets with fewer rules are walked rule by rule; a screen costs more."""
 
 Screen: TypeAlias = Callable[[Env], int]

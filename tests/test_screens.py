@@ -94,3 +94,23 @@ def test_screens_match_the_interpreter_on_tests_sharing_an_attribute(
     compiled = Engine(policy, clock=clock)
     reference = Engine(policy, mode="reference", clock=clock)
     assert _decide(compiled, attrs, size) == _decide(reference, attrs, size)
+
+
+def test_a_verdict_written_once_is_shared_and_cannot_be_edited() -> None:
+    """Rules without obligations win the same way on every request, so a
+    bucket keeps the verdict a set of them wins with; the next request with
+    the same winners gets the same answer, and nobody can edit it."""
+    policy = load_policy(POLICY)
+    clock = lambda: datetime(2026, 12, 4, 9, tzinfo=UTC)  # noqa: E731
+    compiled = Engine(policy, clock=clock)
+    reference = Engine(policy, mode="reference", clock=clock)
+    first = _decide(compiled, {"level": 2, "team": "dev"}, 1)
+    again = _decide(compiled, {"level": 1, "team": "qa"}, 7)
+    assert first == again == _decide(reference, {"level": 1, "team": "qa"}, 7)
+    assert first.rule_ids == ("both_bounds", "low", "not_ops")
+    assert first.obligations is again.obligations  # the kept verdict's
+    with pytest.raises(TypeError):
+        first.obligations["cap"] = 1  # type: ignore[index]
+    other = _decide(compiled, {"level": 5, "team": "ops"}, 1)
+    assert other.rule_ids == ("both_bounds", "ops")
+    assert other == _decide(reference, {"level": 5, "team": "ops"}, 1)
