@@ -38,6 +38,7 @@ import attrs
 from ripl import interpret, ir, ops
 from ripl.ast import Duration
 from ripl.decision import (
+    NO_RULE,
     Match,
     Outcome,
     Pending,
@@ -569,6 +570,7 @@ class Bucket:
         "_effects",
         "_static",
         "_written",
+        "_every",
     )
 
     def __init__(
@@ -597,7 +599,8 @@ class Bucket:
         self._static = sum(
             1 << i for i, entry in enumerate(self.entries) if entry[2] is not None
         )
-        self._written: dict[int, Verdict] = {}
+        self._written: dict[int, Pending] = {}
+        self._every = (1 << len(self.entries)) - 1
 
     def outcome(self, request: Parsed, facts: Facts) -> Outcome:
         entries = self.entries
@@ -639,13 +642,13 @@ class Bucket:
         written on demand; the matches a stronger effect makes irrelevant
         are never built."""
         entries = self.entries
-        if not self._screens:
-            if not entries:
-                return Pending.of(combine(EMPTY_OUTCOME, definitions))
-            outcome = _walk(entries, Env(request, facts))
-            return Pending.of(combine(outcome, definitions))
+        if not entries:
+            return NO_MATCH
         env = Env(request, facts)
-        live, certain = self._screen(env)
+        if self._screens:
+            live, certain = self._screen(env)
+        else:
+            live, certain = self._every, 0
         todo = live & ~certain
         matched = certain
         found: dict[int, Match] = {}
@@ -677,9 +680,9 @@ class Bucket:
                 )
             written = self._written.get(winning)
             if written is not None:
-                return Pending(effect, (), None, written)
+                return written
             return Pending(effect, (), partial(self._write, winning, definitions))
-        return Pending.of(combine(EMPTY_OUTCOME, definitions))
+        return NO_MATCH
 
     def _write(
         self, winning: int, definitions: Mapping[str, ir.ObligationDef]
@@ -689,13 +692,13 @@ class Bucket:
         verdict = _winners(winning, {}, self.entries, definitions)
         verdict.obligations = MappingProxyType(dict(verdict.obligations))
         if len(self._written) < MAX_WRITTEN:
-            self._written[winning] = verdict
+            self._written[winning] = Pending.of(verdict)
         return verdict
 
     def _screen(self, env: Env) -> tuple[int, int]:
         """The rules not ruled out, and among them those certain to match:
         rules made only of screened tests, each decided by a fast read."""
-        live = (1 << len(self.entries)) - 1
+        live = self._every
         unsure = 0
         for screen, members in self._screens:
             mask = screen(env)
@@ -707,6 +710,8 @@ class Bucket:
 
 
 STRONGEST_FIRST = ("deny", "step_up", "restrict", "allow")
+NO_MATCH = Pending.of(Verdict("deny", (), (NO_RULE,), MappingProxyType({})))
+"""`combine` of no match and no error, shared: nothing in it can be edited."""
 
 
 def _winners(

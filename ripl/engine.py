@@ -8,7 +8,6 @@ spans, before any request is seen.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import threading
@@ -299,14 +298,13 @@ def decide_parsed(
     failures, facts = check_chain(request, schema, leeway=leeway, is_revoked=is_revoked)
     if failures:
         return deny(*failures)
-    pending: Callable[[Parsed, Facts], Pending]
     pending_of = getattr(evaluator, "pending", None)
-    if pending_of is not None:
-        pending = functools.partial(pending_of, definitions=definitions)
-    else:
 
-        def pending(parsed: Parsed, facts: Facts) -> Pending:
-            return Pending.of(combine(evaluator.outcome(parsed, facts), definitions))
+    def pending(parsed: Parsed, facts: Facts) -> Pending:
+        if pending_of is not None:
+            found: Pending = pending_of(parsed, facts, definitions)
+            return found
+        return Pending.of(combine(evaluator.outcome(parsed, facts), definitions))
 
     own = pending(request, facts)
     if own.effect == "deny":
