@@ -21,11 +21,11 @@ import z3
 
 from ripl import ir
 from ripl.analyze.encode import ModelValues, Vars
-from ripl.decision import Decision, Verdict, combine
+from ripl.decision import Decision, combine
 from ripl.delegation import NO_CHAIN, check_chain, find_root
 from ripl.engine import Engine
-from ripl.interpret import Interpreter, Scope, evaluate_rule, target_holds
-from ripl.request import BadRequest, Err, Parsed, parse_request
+from ripl.interpret import Interpreter
+from ripl.request import BadRequest, Parsed, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -389,39 +389,48 @@ class Observation:
 
 class Observer:
     """Runs requests through the reference engine. A decision depends only on
-    the rules whose target admits the request's action, so each action gets
-    an engine over those rules alone: the same decisions, without walking
-    every rule of a large policy set for each witness."""
+    the rules whose target admits the request's action and resource type, so
+    each pair of them gets an engine over those rules alone: the same
+    decisions, without walking every rule of a large policy set for each
+    witness."""
 
     def __init__(self, policy: ir.PolicySet) -> None:
         self.policy = policy
-        self._engines: dict[str, tuple[Engine, ir.PolicySet]] = {}
+        self._engines: dict[tuple[str, str | None], _Subset] = {}
 
-    def _engine(self, action: str) -> tuple[Engine, ir.PolicySet]:
-        found = self._engines.get(action)
+    def _engine(self, action: str, resource: str | None) -> _Subset:
+        key = (action, resource)
+        found = self._engines.get(key)
         if found is None:
             rules = tuple(
-                r for r in self.policy.rules if r.actions is None or action in r.actions
+                r
+                for r in self.policy.rules
+                if (r.actions is None or action in r.actions)
+                and (
+                    resource is None
+                    or r.resource_types is None
+                    or resource in r.resource_types
+                )
             )
             policy = attrs.evolve(self.policy, rules=rules)
             engine = Engine(policy, mode="reference", clock=_clock)
-            found = self._engines[action] = (engine, policy)
+            found = self._engines[key] = _Subset(engine, policy, Interpreter(policy))
         return found
 
     def observe(self, request: Mapping[str, Any]) -> Observation | None:
         action = request.get("action")
         if not isinstance(action, str) or action not in self.policy.schema.actions:
             return None
-        engine, policy = self._engine(action)
-        decision = engine.decide(request)
-        schema = policy.schema
+        schema = self.policy.schema
         try:
             parsed = parse_request(request, schema, datetime(2026, 1, 1, tzinfo=UTC))
         except BadRequest:
+            decision = self._engine(action, None).engine.decide(request)
             return Observation(decision, {}, None, None, None, False, {})
+        subset = self._engine(action, parsed.resource.type)
+        decision = subset.engine.decide(request)
         failures, facts = check_chain(parsed, schema)
-        own, errors = self._statuses(policy, parsed, facts)
-        own_verdict = self._verdict(policy, parsed, facts)
+        own, errors, own_effect = subset.evaluate(parsed, facts)
         root_entity, missing = find_root(parsed, schema, facts)
         root: dict[str, str] | None = None
         root_effect: str | None = None
@@ -440,39 +449,39 @@ class Observer:
                 parsed.entities,
                 parsed.now,
             )
-            root, _ = self._statuses(policy, as_root, NO_CHAIN)
-            root_effect = self._verdict(policy, as_root, NO_CHAIN).effect
+            root, _, root_effect = subset.evaluate(as_root, NO_CHAIN)
         return Observation(
             decision,
             own,
             root,
-            own_verdict.effect,
+            own_effect,
             root_effect,
             not failures and missing is None,
             errors,
             parsed.action,
         )
 
-    def _statuses(
-        self, policy: ir.PolicySet, parsed: Parsed, facts: Any
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        scope = Scope(parsed, facts)
-        out: dict[str, str] = {}
-        errors: dict[str, str] = {}
-        for rule in policy.rules:
-            if not target_holds(rule, parsed):
-                continue
-            result = evaluate_rule(rule, scope)
-            if isinstance(result, Err):
-                out[rule.id] = "error"
-                errors[rule.id] = result.message
-            elif result is not None:
-                out[rule.id] = "match"
-        return out, errors
 
-    def _verdict(self, policy: ir.PolicySet, parsed: Parsed, facts: Any) -> Verdict:
-        outcome = Interpreter(policy).outcome(parsed, facts)
-        return combine(outcome, policy.schema.obligations)
+@attrs.frozen
+class _Subset:
+    """The engine and interpreter over the rules one (action, resource type)
+    can meet."""
+
+    engine: Engine
+    policy: ir.PolicySet
+    interpreter: Interpreter
+
+    def evaluate(
+        self, parsed: Parsed, facts: Any
+    ) -> tuple[dict[str, str], dict[str, str], str]:
+        """Which rules matched or erred for this principal, and the effect
+        they combine to, from one pass over the rules."""
+        outcome = self.interpreter.outcome(parsed, facts)
+        statuses = {m.rule.id: "match" for m in outcome.matches}
+        errors = {rule.id: message for rule, message in outcome.errors}
+        statuses.update((rule_id, "error") for rule_id in errors)
+        verdict = combine(outcome, self.policy.schema.obligations)
+        return statuses, errors, verdict.effect
 
 
 def _clock() -> datetime:
