@@ -43,7 +43,7 @@ class Label:
         return self.name
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of many sets and dicts per decision
 class EntityRef:
     type: str
     id: str
