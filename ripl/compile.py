@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import decimal
+import functools
 import logging
 import operator
 import threading
@@ -147,6 +148,7 @@ def _collect_reads(expr: ir.Expr, found: dict[str, set[str]]) -> bool:
 # ---- cost ---------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16_384)
 def cost(expr: ir.Expr) -> int:
     """A rough count of the work an expression does; the order of `and`/`or`
     operands follows it. Delegation facts and fallbacks to the interpreter are

@@ -8,10 +8,12 @@ spans, before any request is seen.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -75,7 +77,34 @@ def load_policy(
         texts.append((name, text))
     if not paths and not texts:
         raise ValueError("load needs at least one policy path or text")
-    return check_modules(load_modules(paths, texts))
+    with collection_paused():
+        return check_modules(load_modules(paths, texts))
+
+
+_PAUSE_LOCK = threading.Lock()
+_pauses = 0
+_resume = False
+
+
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """Loading builds millions of objects and frees few of them, so the
+    cyclic collector would walk the growing heap again and again for almost
+    nothing (about 40% of a 10 000-rule load). It is paused while any load
+    runs, and resumed after the last one if it was on before."""
+    global _pauses, _resume
+    with _PAUSE_LOCK:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _PAUSE_LOCK:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()
 
 
 def load(
@@ -151,7 +180,8 @@ class Engine:
         if self.mode == "reference":
             evaluator = Interpreter(policy)
         else:
-            evaluator = compile_policy(policy)
+            with collection_paused():
+                evaluator = compile_policy(policy)
         leeway = policy.options.get("clock_leeway", Duration(0))
         assert isinstance(leeway, Duration)
         delta = timedelta(seconds=leeway.seconds)

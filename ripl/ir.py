@@ -31,7 +31,7 @@ EFFECT_ORDER = {"allow": 0, "restrict": 1, "step_up": 2, "deny": 3}
 # ---- runtime values ---------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Label:
     """A value of a declared label order; only comparable within its order."""
 
@@ -60,7 +60,7 @@ Value: TypeAlias = (
 # ---- types ------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Prim:
     name: str  # bool, int, decimal, string, duration
 
@@ -68,7 +68,7 @@ class Prim:
         return self.name
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class LabelType:
     order: str
 
@@ -76,7 +76,7 @@ class LabelType:
         return self.order
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class SetType:
     element: Type | None  # None: the empty set literal, a set of anything
 
@@ -84,13 +84,13 @@ class SetType:
         return f"set<{self.element or 'any'}>"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class AttrSpec:
     type: Type
     optional: bool
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class RecordType:
     fields: tuple[tuple[str, AttrSpec], ...]
 
@@ -101,7 +101,7 @@ class RecordType:
         return "{" + ", ".join(f"{n}: {s.type}" for n, s in self.fields) + "}"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class EntityType:
     """One or more entity types, as the static type of an entity reference."""
 
@@ -111,7 +111,7 @@ class EntityType:
         return " | ".join(sorted(self.names))
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ActionType:
     def __str__(self) -> str:
         return "action"
@@ -135,7 +135,7 @@ def is_numeric(t: Type) -> bool:
 # ---- schema -----------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class EntityDef:
     name: str
     kind: str | None  # None for a plain resource type
@@ -144,7 +144,7 @@ class EntityDef:
     span: Span = _hidden()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class LabelOrder:
     name: str
     labels: tuple[str, ...]
@@ -156,7 +156,7 @@ class LabelOrder:
         return None
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ObligationDef:
     name: str
     type: Type
@@ -167,13 +167,13 @@ class ObligationDef:
 # ---- expressions --------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Const:
     value: Value
     type: Type
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class RequestRoot:
     """`principal`, `resource` or `context`."""
 
@@ -181,21 +181,21 @@ class RequestRoot:
     type: Type
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ActionValue:
     """The requested action."""
 
     type: Type = ACTION
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class GetAttr:
     obj: Expr
     name: str
     type: Type
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Owner:
     """`x.owner` of a non-human entity."""
 
@@ -203,27 +203,27 @@ class Owner:
     type: Type
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class EntityId:
     obj: Expr
     type: Type = STRING
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Has:
     obj: Expr
     name: str
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Is:
     obj: Expr
     types: frozenset[str]
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Compare:
     op: str
     left: Expr
@@ -231,14 +231,14 @@ class Compare:
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class In:
     element: Expr
     container: Expr
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ActionIn:
     """The requested action lies under (or is) one of these declared names."""
 
@@ -246,13 +246,13 @@ class ActionIn:
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class SetLit:
     items: tuple[Expr, ...]
     type: Type
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Arith:
     op: str
     left: Expr
@@ -260,31 +260,31 @@ class Arith:
     type: Type
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Neg:
     operand: Expr
     type: Type
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Not:
     operand: Expr
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class And:
     operands: tuple[Expr, ...]
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Or:
     operands: tuple[Expr, ...]
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class PathPattern:
     """A `matches` pattern: `/`-separated segments; `*` and `{name}` match one
     segment, a final `**` any number. Always anchored at both ends."""
@@ -314,14 +314,14 @@ def _segment(pattern: str, part: str) -> bool:
 PLACEHOLDER_RE = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Matches:
     subject: Expr
     pattern: PathPattern
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Grants:
     """`delegation.grants(scope)`: every link of the chain covers the scope."""
 
@@ -329,7 +329,7 @@ class Grants:
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Via:
     """`delegation.via(T)`: some identity on the chain is of one of the types."""
 
@@ -337,7 +337,7 @@ class Via:
     type: Type = BOOL
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class DelegationFact:
     """`delegation.depth`, `.purpose`, `.root`, or `.limit(name)`."""
 
@@ -346,7 +346,7 @@ class DelegationFact:
     arg: str | None = None
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class RiskRef:
     name: str
     expr: Expr
@@ -414,13 +414,13 @@ def walk(expr: Expr | None) -> Iterator[Expr]:
 # ---- rules and the policy set -----------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ObligationArg:
     obligation: ObligationDef
     args: tuple[Expr, ...]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Rule:
     """A checked rule. `None` targets match anything; a missing condition is
     true. The condition already folds `when` and `not unless` together."""
@@ -438,7 +438,7 @@ class Rule:
     span: Span = _hidden()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Expect:
     effect: str
     rules: frozenset[str] | None
@@ -447,7 +447,7 @@ class Expect:
     obligations: tuple[tuple[str, tuple[Expr, ...]], ...] | None
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class InlineTest:
     name: str
     request: object  # the request mapping, or None when read from a file
@@ -456,7 +456,7 @@ class InlineTest:
     span: Span = _hidden()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Schema:
     entities: Mapping[str, EntityDef]
     actions: frozenset[str]  # every declared action
@@ -467,7 +467,7 @@ class Schema:
     requirements: frozenset[str]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class PolicySet:
     schema: Schema
     rules: tuple[Rule, ...]

@@ -254,3 +254,33 @@ def test_decision_json_has_every_contract_field(folder: Path) -> None:
     assert data["evaluated_at"] == "2026-12-04T09:00:00Z"
     assert data["rules"][0]["id"] == "readers"
     assert set(data["rules"][0]) == {"id", "file", "line", "col"}
+
+
+def test_loading_pauses_the_collector_and_restores_it_as_it_was() -> None:
+    import gc
+
+    from ripl.engine import collection_paused
+
+    text = "entity User: human {}\nactions docs { read }\nallow r: action docs.read\n"
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with collection_paused():
+            assert not gc.isenabled()
+            with collection_paused():  # nested (two loads at once): still paused
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        ripl.load(text=text)
+        assert gc.isenabled()
+        with pytest.raises(ripl.ParseError):
+            ripl.load(text="allow (")
+        assert gc.isenabled()  # a failed load resumes it too
+        gc.disable()
+        ripl.load(text=text)
+        assert not gc.isenabled()  # off before, off after
+    finally:
+        if was:
+            gc.enable()
+        else:
+            gc.disable()
