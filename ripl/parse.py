@@ -1,9 +1,10 @@
 """Policy text → AST. The only module that imports lark.
 
-Lark's LALR parser runs with an inline transformer, so AST nodes are built
-during the parse and no parse tree is ever walked recursively; nesting depth
-is then measured with an explicit stack. Every lark error is re-raised as a
-`ParseError` with a span, in the words of the language.
+Lark's LALR parser runs with an inline transformer: AST nodes are built by
+callbacks as rules are reduced, so no parse tree is built or walked, and deep
+input cannot overflow the Python stack. Nesting depth is counted by the same
+callbacks. Every lark error is re-raised as a `ParseError` with a span, in the
+words of the language.
 """
 
 from __future__ import annotations
@@ -13,25 +14,21 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, cast
 
 import cachetools
 import lark
-from lark import Token, v_args
+from lark import Token
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
     UnexpectedInput,
     UnexpectedToken,
-    VisitError,
 )
-from lark.tree import Meta
-from lark.visitors import Transformer_NonRecursive
 
 from ripl import ast
 from ripl.errors import Diagnostic, ParseError
@@ -124,338 +121,543 @@ class _Fail(Exception):
         self.diagnostic = Diagnostic(code, message, span, hint=hint)
 
 
-# ---- the transformer --------------------------------------------------------
+# ---- the inline transformer ------------------------------------------------
+#
+# Lark calls these callbacks while it parses (bottom-up, in source order), so
+# no parse tree is built. `keep_all_tokens` hands every callback all of its
+# rule's tokens, keywords and brackets included; a node's span runs from the
+# start of its first child to the end of its last, as lark's
+# `propagate_positions` would place it. Two things a child cannot carry on
+# its own are kept beside the nodes, keyed by `id` (the node is kept alive
+# with its entry, so an id is never reused while it is a key):
+#
+# - the extent of a parenthesised expression: `(a)` is the node of `a`, but a
+#   parent's span starts at the `(`;
+# - nesting height, the most nesting levels below and at a node, counted as
+#   `check_nesting` counts them on a tree.
 
 _NULL = object()
+_NO_HEIGHT = (0, None)
 
 Children = list[Any]
 
 
-class _Builder(Transformer_NonRecursive):  # type: ignore[type-arg]
-    """Grammar rule name → AST node; walks the parse tree with its own stack."""
+class _Tok(Protocol):
+    """A token as the lexer hands it over: lark types every position as
+    optional, but the lexer always sets them."""
 
-    def __init__(self, file: str) -> None:
-        super().__init__()
+    @property
+    def type(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def start_pos(self) -> int: ...
+    @property
+    def end_pos(self) -> int: ...
+    @property
+    def line(self) -> int: ...
+    @property
+    def column(self) -> int: ...
+    @property
+    def end_line(self) -> int: ...
+    @property
+    def end_column(self) -> int: ...
+
+
+Head = tuple[str, ast.Ident, tuple[Any, ...], _Tok]
+Clause = tuple[str, Any, Span]
+Block = tuple[tuple[Any, ...], Span, int]  # items, extent with braces, height
+
+
+class _Builder:
+    """Grammar rule name → AST node. One instance serves the cached parser;
+    `begin` resets it for each parse (parses are serialised by `_lock`)."""
+
+    def __init__(self) -> None:
+        self.begin("<text>")
+
+    def begin(self, file: str) -> None:
         self.file = file
+        self.failure: Diagnostic | None = None
+        self.comments: list[_Tok] = []
+        self.extents: dict[int, tuple[Span, object]] = {}
+        self.heights: dict[int, tuple[int, object]] = {}
+        self.deepest_at = -1  # start of the last node found too deep, if any
 
-    def span(self, meta: Meta) -> Span:
-        if getattr(meta, "empty", True):
-            return Span(self.file, 0, 0, 1, 1, 1, 1)
+    # -- spans
+    def _tok(self, tok: _Tok) -> Span:
         return Span(
             self.file,
-            meta.start_pos,
-            meta.end_pos,
-            meta.line,
-            meta.column,
-            meta.end_line,
-            meta.end_column,
+            tok.start_pos,
+            tok.end_pos,
+            tok.line,
+            tok.column,
+            tok.end_line,
+            tok.end_column,
         )
 
-    def tspan(self, tok: Token) -> Span:
+    def _ident(self, tok: _Tok) -> ast.Ident:
+        return ast.Ident(tok.value, self._tok(tok))
+
+    def _extent(self, node: Any) -> Span:
+        """The span `node` takes up in its parent: its own, or its brackets'."""
+        if self.extents:
+            found = self.extents.get(id(node))
+            if found is not None:
+                return found[0]
+        span: Span = node.span
+        return span
+
+    def _join(self, first: Span, last: Span) -> Span:
         return Span(
             self.file,
-            tok.start_pos or 0,
-            tok.end_pos or 0,
-            tok.line or 1,
-            tok.column or 1,
-            tok.end_line or 1,
-            tok.end_column or 1,
+            first.start,
+            last.end,
+            first.line,
+            first.column,
+            last.end_line,
+            last.end_column,
         )
 
-    def fail(self, message: str, span: Span, hint: str | None = None) -> NoReturn:
-        raise _Fail("syntax", message, span, hint)
+    def _tok_to(self, tok: _Tok, last: Span) -> Span:
+        return Span(
+            self.file,
+            tok.start_pos,
+            last.end,
+            tok.line,
+            tok.column,
+            last.end_line,
+            last.end_column,
+        )
+
+    def _to_tok(self, first: Span, tok: _Tok) -> Span:
+        return Span(
+            self.file,
+            first.start,
+            tok.end_pos,
+            first.line,
+            first.column,
+            tok.end_line,
+            tok.end_column,
+        )
+
+    def _tok_tok(self, first: _Tok, last: _Tok) -> Span:
+        return Span(
+            self.file,
+            first.start_pos,
+            last.end_pos,
+            first.line,
+            first.column,
+            last.end_line,
+            last.end_column,
+        )
+
+    # -- deferred errors and nesting
+    def _defer(self, diagnostic: Diagnostic) -> None:
+        """Keep the first error found in a callback and go on parsing: a
+        syntax error anywhere in the file, then nesting, are reported first."""
+        if self.failure is None:
+            self.failure = diagnostic
+
+    def _decode(self, tok: Any) -> str:
+        try:
+            return decode_string(tok, self.file)
+        except _Fail as exc:
+            self._defer(exc.diagnostic)
+            return ""
+
+    def _height(self, node: object) -> int:
+        return self.heights.get(id(node), _NO_HEIGHT)[0]
+
+    def _nest(self, node: object, height: int, start: int) -> None:
+        """Record the height of a node of a nesting rule."""
+        self.heights[id(node)] = (height, node)
+        if height > MAX_NESTING and start > self.deepest_at:
+            self.deepest_at = start
+
+    def _carry(self, node: object, height: int) -> None:
+        """Record the height of a node between two nesting levels."""
+        if height:
+            self.heights[id(node)] = (height, node)
+
+    # -- lexer callbacks
+    def comment(self, tok: _Tok) -> _Tok:
+        self.comments.append(tok)
+        return tok
+
+    def number(self, tok: _Tok) -> _Tok:
+        if len(tok.value) > MAX_DIGITS:
+            raise _Fail(
+                "literal",
+                f"number literal is longer than {MAX_DIGITS} digits",
+                self._tok(tok),
+                "numbers are exact; a literal this long is almost certainly a mistake",
+            )
+        return tok
 
     # -- names
-    def NAME(self, tok: Token) -> ast.Ident:  # noqa: N802 (a terminal callback)
-        return ast.Ident(str(tok), self.tspan(tok))
-
-    @v_args(meta=True)
-    def dotted(self, meta: Meta, c: Children) -> ast.Dotted:
-        return ast.Dotted(tuple(i.name for i in c), self.span(meta))
-
-    # -- literals
-    @v_args(meta=True)
-    def int(self, meta: Meta, c: Children) -> ast.Literal:
-        return ast.Literal(int(str(c[0]).replace("_", "")), self.span(meta))
-
-    @v_args(meta=True)
-    def decimal(self, meta: Meta, c: Children) -> ast.Literal:
-        return ast.Literal(Decimal(str(c[0]).replace("_", "")), self.span(meta))
-
-    @v_args(meta=True)
-    def duration(self, meta: Meta, c: Children) -> ast.Literal:
-        return ast.Literal(parse_duration(str(c[0])), self.span(meta))
-
-    @v_args(meta=True)
-    def string(self, meta: Meta, c: Children) -> ast.Literal:
-        return ast.Literal(decode_string(c[0], self.file), self.span(meta))
-
-    @v_args(meta=True)
-    def true(self, meta: Meta, c: Children) -> ast.Literal:
-        return ast.Literal(True, self.span(meta))
-
-    @v_args(meta=True)
-    def false(self, meta: Meta, c: Children) -> ast.Literal:
-        return ast.Literal(False, self.span(meta))
-
-    # -- expressions
-    def _root(name: str) -> Callable[[_Builder, Meta, Children], ast.Root]:  # type: ignore[misc]
-        @v_args(meta=True)
-        def build(self: _Builder, meta: Meta, c: Children) -> ast.Root:
-            return ast.Root(name, self.span(meta))
-
-        return build
-
-    principal = _root("principal")
-    resource = _root("resource")
-    context = _root("context")
-    delegation = _root("delegation")
-    action = _root("action")
-
-    @v_args(meta=True)
-    def var(self, meta: Meta, c: Children) -> ast.Var:
-        return ast.Var(c[0].name, self.span(meta))
-
-    def paren(self, c: Children) -> ast.Expr:
-        return c[0]  # type: ignore[no-any-return]
-
-    @v_args(meta=True)
-    def set_lit(self, meta: Meta, c: Children) -> ast.SetLit:
-        return ast.SetLit(tuple(x for x in c if x is not None), self.span(meta))
-
-    @v_args(meta=True)
-    def getattr(self, meta: Meta, c: Children) -> ast.GetAttr:
-        return ast.GetAttr(c[0], c[1], self.span(meta))
-
-    @v_args(meta=True)
-    def call(self, meta: Meta, c: Children) -> ast.Call:
-        return ast.Call(c[0], tuple(x for x in c[1:] if x is not None), self.span(meta))
-
-    @v_args(meta=True)
-    def neg(self, meta: Meta, c: Children) -> ast.Expr:
-        inner = c[0]
-        if isinstance(inner, ast.Literal) and isinstance(inner.value, int | Decimal):
-            if not isinstance(inner.value, bool):
-                return ast.Literal(-inner.value, self.span(meta))
-        return ast.Neg(inner, self.span(meta))
-
-    @v_args(meta=True)
-    def not_(self, meta: Meta, c: Children) -> ast.Not:
-        return ast.Not(c[0], self.span(meta))
-
-    @v_args(meta=True)
-    def and_expr(self, meta: Meta, c: Children) -> ast.And:
-        ops: list[ast.Expr] = []
-        for x in c:
-            ops.extend(x.operands if isinstance(x, ast.And) else (x,))
-        return ast.And(tuple(ops), self.span(meta))
-
-    @v_args(meta=True)
-    def or_expr(self, meta: Meta, c: Children) -> ast.Or:
-        ops: list[ast.Expr] = []
-        for x in c:
-            ops.extend(x.operands if isinstance(x, ast.Or) else (x,))
-        return ast.Or(tuple(ops), self.span(meta))
-
-    @v_args(meta=True)
-    def compare(self, meta: Meta, c: Children) -> ast.Compare:
-        return ast.Compare(c[1], c[0], c[2], self.span(meta))
-
-    def compare_op(self, c: Children) -> str:
-        return str(c[0])
-
-    def _fold_binary(self, meta: Meta, c: Children) -> ast.Expr:
-        left: ast.Expr = c[0]
-        for i in range(1, len(c), 2):
-            right = c[i + 1]
-            span = Span(
-                self.file,
-                left.span.start,
-                right.span.end,
-                left.span.line,
-                left.span.column,
-                right.span.end_line,
-                right.span.end_column,
-            )
-            left = ast.Arith(str(c[i]), left, right, span)
-        return left
-
-    sum = v_args(meta=True)(_fold_binary)
-    product = v_args(meta=True)(_fold_binary)
-
-    @v_args(meta=True)
-    def in_(self, meta: Meta, c: Children) -> ast.In:
-        return ast.In(c[0], c[1], self.span(meta))
-
-    @v_args(meta=True)
-    def matches(self, meta: Meta, c: Children) -> ast.Matches:
-        pattern = ast.Literal(decode_string(c[1], self.file), self.tspan(c[1]))
-        return ast.Matches(c[0], pattern, self.span(meta))
-
-    @v_args(meta=True)
-    def is_(self, meta: Meta, c: Children) -> ast.Is:
-        return ast.Is(c[0], c[1], self.span(meta))
-
-    @v_args(meta=True)
-    def has(self, meta: Meta, c: Children) -> ast.Has:
-        return ast.Has(c[0], c[1], self.span(meta))
+    def dotted(self, c: Children) -> ast.Dotted:
+        if len(c) == 1:
+            tok = c[0]
+            return ast.Dotted((tok.value,), self._tok(tok))
+        parts = tuple(t.value for t in c[::2])
+        return ast.Dotted(parts, self._tok_tok(c[0], c[-1]))
 
     def type_alts(self, c: Children) -> tuple[ast.Ident, ...]:
-        return tuple(c)
+        return tuple(self._ident(t) for t in c[::2])
+
+    # -- literals
+    def int(self, c: Children) -> ast.Literal:
+        tok = c[0]
+        return ast.Literal(int(tok.value.replace("_", "")), self._tok(tok))
+
+    def decimal(self, c: Children) -> ast.Literal:
+        tok = c[0]
+        return ast.Literal(Decimal(tok.value.replace("_", "")), self._tok(tok))
+
+    def duration(self, c: Children) -> ast.Literal:
+        tok = c[0]
+        return ast.Literal(parse_duration(tok.value), self._tok(tok))
+
+    def string(self, c: Children) -> ast.Literal:
+        tok = c[0]
+        return ast.Literal(self._decode(tok), self._tok(tok))
+
+    def true(self, c: Children) -> ast.Literal:
+        return ast.Literal(True, self._tok(c[0]))
+
+    def false(self, c: Children) -> ast.Literal:
+        return ast.Literal(False, self._tok(c[0]))
+
+    # -- expressions
+    def _root(self, c: Children) -> ast.Root:
+        tok = c[0]
+        return ast.Root(tok.value, self._tok(tok))
+
+    principal = resource = context = delegation = action = _root
+
+    def var(self, c: Children) -> ast.Var:
+        tok = c[0]
+        return ast.Var(tok.value, self._tok(tok))
+
+    def paren(self, c: Children) -> ast.Expr:
+        inner: ast.Expr = c[1]
+        span = self._tok_tok(c[0], c[2])
+        self.extents[id(inner)] = (span, inner)
+        self._nest(inner, self._height(inner) + 1, span.start)
+        return inner
+
+    def set_lit(self, c: Children) -> ast.SetLit:
+        items = tuple(x for x in c[1:-1] if x is not None and type(x) is not Token)
+        node = ast.SetLit(items, span := self._tok_tok(c[0], c[-1]))
+        self._nest(node, 1 + max(map(self._height, items), default=0), span.start)
+        return node
+
+    def getattr(self, c: Children) -> ast.GetAttr:
+        obj = c[0]
+        span = self._to_tok(self._extent(obj), c[2])
+        node = ast.GetAttr(obj, self._ident(c[2]), span)
+        self._nest(node, 1 + self._height(obj), span.start)
+        return node
+
+    def call(self, c: Children) -> ast.Call:
+        func = c[0]
+        args = tuple(x for x in c[2:-1] if x is not None and type(x) is not Token)
+        span = self._to_tok(self._extent(func), c[-1])
+        node = ast.Call(func, args, span)
+        height = max(self._height(func), max(map(self._height, args), default=0))
+        self._nest(node, 1 + height, span.start)
+        return node
+
+    def neg(self, c: Children) -> ast.Expr:
+        inner = c[1]
+        span = self._tok_to(c[0], self._extent(inner))
+        node: ast.Expr
+        if (
+            type(inner) is ast.Literal
+            and isinstance(inner.value, int | Decimal)
+            and not isinstance(inner.value, bool)
+        ):
+            node = ast.Literal(-inner.value, span)
+        else:
+            node = ast.Neg(inner, span)
+        self._nest(node, 1 + self._height(inner), span.start)
+        return node
+
+    def not_(self, c: Children) -> ast.Not:
+        inner = c[1]
+        node = ast.Not(inner, span := self._tok_to(c[0], self._extent(inner)))
+        self._nest(node, 1 + self._height(inner), span.start)
+        return node
+
+    def and_expr(self, c: Children) -> ast.And:
+        ops: list[ast.Expr] = []
+        for x in c[::2]:
+            if type(x) is ast.And:
+                ops.extend(x.operands)
+            else:
+                ops.append(x)
+        span = self._join(self._extent(c[0]), self._extent(c[-1]))
+        node = ast.And(tuple(ops), span)
+        self._nest(node, 1 + max(map(self._height, c[::2])), span.start)
+        return node
+
+    def or_expr(self, c: Children) -> ast.Or:
+        ops: list[ast.Expr] = []
+        for x in c[::2]:
+            if type(x) is ast.Or:
+                ops.extend(x.operands)
+            else:
+                ops.append(x)
+        span = self._join(self._extent(c[0]), self._extent(c[-1]))
+        node = ast.Or(tuple(ops), span)
+        self._nest(node, 1 + max(map(self._height, c[::2])), span.start)
+        return node
+
+    def compare_op(self, c: Children) -> str:
+        return c[0].value  # type: ignore[no-any-return]
+
+    def compare(self, c: Children) -> ast.Compare:
+        left, op, right = c
+        span = self._join(self._extent(left), self._extent(right))
+        node = ast.Compare(op, left, right, span)
+        height = max(self._height(left), self._height(right))
+        self._nest(node, 1 + height, span.start)
+        return node
+
+    def in_(self, c: Children) -> ast.In:
+        left, _, right = c
+        span = self._join(self._extent(left), self._extent(right))
+        node = ast.In(left, right, span)
+        height = max(self._height(left), self._height(right))
+        self._nest(node, 1 + height, span.start)
+        return node
+
+    def matches(self, c: Children) -> ast.Matches:
+        subject, _, tok = c
+        pattern = ast.Literal(self._decode(tok), self._tok(tok))
+        span = self._join(self._extent(subject), pattern.span)
+        node = ast.Matches(subject, pattern, span)
+        self._nest(node, 1 + self._height(subject), span.start)
+        return node
+
+    def is_(self, c: Children) -> ast.Is:
+        subject, _, types = c
+        span = self._join(self._extent(subject), types[-1].span)
+        node = ast.Is(subject, types, span)
+        self._nest(node, 1 + self._height(subject), span.start)
+        return node
+
+    def has(self, c: Children) -> ast.Has:
+        subject, _, tok = c
+        node = ast.Has(
+            subject, self._ident(tok), self._to_tok(self._extent(subject), tok)
+        )
+        self._nest(node, 1 + self._height(subject), node.span.start)
+        return node
+
+    def sum(self, c: Children) -> ast.Expr:
+        """`a - b + c` is `(a - b) + c`. An operation's span runs from its
+        left operand to its right one, brackets around them not included;
+        the whole chain still takes up its brackets in its parent."""
+        left: ast.Expr = c[0]
+        height = self._height(left)
+        for i in range(1, len(c), 2):
+            right = c[i + 1]
+            height = max(height, self._height(right))
+            left = ast.Arith(c[i].value, left, right, self._join(left.span, right.span))
+        extents = self.extents
+        if extents and (id(c[0]) in extents or id(c[-1]) in extents):
+            outer = self._join(self._extent(c[0]), self._extent(c[-1]))
+            extents[id(left)] = (outer, left)
+        self._nest(left, height + len(c) // 2, left.span.start)
+        return left
+
+    product = sum
 
     # -- types
-    @v_args(meta=True)
-    def named_type(self, meta: Meta, c: Children) -> ast.NamedType:
-        return ast.NamedType(c[0], self.span(meta))
+    def named_type(self, c: Children) -> ast.NamedType:
+        name: ast.Dotted = c[0]
+        return ast.NamedType(name, name.span)
 
-    @v_args(meta=True)
-    def set_type(self, meta: Meta, c: Children) -> ast.SetType:
-        return ast.SetType(c[0], self.span(meta))
+    def set_type(self, c: Children) -> ast.SetType:
+        element = c[2]
+        node = ast.SetType(element, span := self._tok_tok(c[0], c[3]))
+        self._nest(node, 1 + self._height(element), span.start)
+        return node
 
-    @v_args(meta=True)
-    def record_type(self, meta: Meta, c: Children) -> ast.RecordType:
-        return ast.RecordType(c[0], self.span(meta))
+    def record_type(self, c: Children) -> ast.RecordType:
+        attrs_, span, height = c[0]
+        node = ast.RecordType(attrs_, span)
+        self._nest(node, 1 + height, span.start)
+        return node
 
-    def attr_block(self, c: Children) -> tuple[ast.AttrDecl, ...]:
-        return tuple(x for x in c if x is not None)
+    def attr_block(self, c: Children) -> Block:
+        items = tuple(x for x in c[1:-1] if x is not None and type(x) is not Token)
+        height = max(map(self._height, items), default=0)
+        return items, self._tok_tok(c[0], c[-1]), height
 
-    @v_args(meta=True)
-    def attr(self, meta: Meta, c: Children) -> ast.AttrDecl:
-        return ast.AttrDecl(c[0], c[1] is not None, c[2], self.span(meta))
+    def attr(self, c: Children) -> ast.AttrDecl:
+        name, qmark, _, type_ = c
+        span = self._tok_to(name, type_.span)
+        node = ast.AttrDecl(self._ident(name), qmark is not None, type_, span)
+        self._carry(node, self._height(type_))
+        return node
 
     # -- declarations
-    @v_args(meta=True)
-    def module_decl(self, meta: Meta, c: Children) -> ast.ModuleDecl:
-        return ast.ModuleDecl(c[0], self.span(meta))
+    def module_decl(self, c: Children) -> ast.ModuleDecl:
+        return ast.ModuleDecl(c[1], self._tok_to(c[0], c[1].span))
 
-    @v_args(meta=True)
-    def import_decl(self, meta: Meta, c: Children) -> ast.Import:
-        return ast.Import(c[0], c[1], self.span(meta))
+    def import_decl(self, c: Children) -> ast.Import:
+        keyword, module, names = c
+        if names is None:
+            return ast.Import(module, None, self._tok_to(keyword, module.span))
+        return ast.Import(module, names[0], self._tok_to(keyword, names[1]))
 
-    def import_names(self, c: Children) -> tuple[ast.Ident, ...]:
-        return tuple(x for x in c if x is not None)
+    def import_names(self, c: Children) -> tuple[tuple[ast.Ident, ...], Span]:
+        names = tuple(
+            self._ident(t) for t in c[1:-1] if t is not None and t.type == "NAME"
+        )
+        return names, self._tok_tok(c[0], c[-1])
 
-    @v_args(meta=True)
-    def entity_decl(self, meta: Meta, c: Children) -> ast.EntityDecl:
-        annotations, name, kind_clause, attrs_ = c
-        kind, owners = kind_clause if kind_clause else (None, ())
+    def entity_decl(self, c: Children) -> ast.EntityDecl:
+        annotations, keyword, name, kind_clause, block = c
+        first = annotations[0].span if annotations else self._tok(keyword)
+        ident = self._ident(name)
+        kind, owners, last = None, (), ident.span
+        if kind_clause is not None:
+            kind, owners, last = kind_clause
+        attrs_: tuple[ast.AttrDecl, ...] = ()
+        if block is not None:
+            attrs_, last, _ = block
         return ast.EntityDecl(
-            name, kind, owners, attrs_ or (), annotations, self.span(meta)
+            ident,
+            kind,
+            owners,
+            attrs_,
+            annotations,
+            self._join(first, last),
         )
 
-    def entity_kind(self, c: Children) -> tuple[ast.Ident, tuple[ast.Ident, ...]]:
-        return c[0], c[1] or ()
+    def entity_kind(self, c: Children) -> tuple[ast.Ident, tuple[ast.Ident, ...], Span]:
+        kind = self._ident(c[1])
+        owners: tuple[ast.Ident, ...] = c[2] or ()
+        return kind, owners, owners[-1].span if owners else kind.span
 
     def owner_clause(self, c: Children) -> tuple[ast.Ident, ...]:
-        return tuple(c)
+        return tuple(self._ident(t) for t in c[1::2])
 
-    @v_args(meta=True)
-    def labels_decl(self, meta: Meta, c: Children) -> ast.LabelsDecl:
-        return ast.LabelsDecl(c[0], tuple(c[1:]), self.span(meta))
+    def labels_decl(self, c: Children) -> ast.LabelsDecl:
+        labels = tuple(self._ident(t) for t in c[3:-1:2])
+        return ast.LabelsDecl(self._ident(c[1]), labels, self._tok_tok(c[0], c[-1]))
 
-    @v_args(meta=True)
-    def actions_decl(self, meta: Meta, c: Children) -> ast.ActionsDecl:
-        return ast.ActionsDecl(c[0], c[1], self.span(meta))
+    def actions_decl(self, c: Children) -> ast.ActionsDecl:
+        items, last, _ = c[2]
+        return ast.ActionsDecl(c[1], items, self._tok_to(c[0], last))
 
-    def action_block(self, c: Children) -> tuple[ast.ActionItem, ...]:
-        return tuple(x for x in c if x is not None)
+    def action_block(self, c: Children) -> Block:
+        items = tuple(x for x in c[1:-1] if x is not None and type(x) is not Token)
+        span = self._tok_tok(c[0], c[-1])
+        height = 1 + max(map(self._height, items), default=0)
+        if height > MAX_NESTING and span.start > self.deepest_at:
+            self.deepest_at = span.start
+        return items, span, height
 
-    @v_args(meta=True)
-    def action_item(self, meta: Meta, c: Children) -> ast.ActionItem:
-        return ast.ActionItem(c[0], c[1] or (), self.span(meta))
+    def action_item(self, c: Children) -> ast.ActionItem:
+        name, block = c
+        if block is None:
+            return ast.ActionItem(self._ident(name), (), self._tok(name))
+        items, last, height = block
+        node = ast.ActionItem(self._ident(name), items, self._tok_to(name, last))
+        self._carry(node, height)
+        return node
 
-    @v_args(meta=True)
-    def action_decl(self, meta: Meta, c: Children) -> ast.ActionDecl:
-        return ast.ActionDecl(tuple(c), self.span(meta))
+    def action_decl(self, c: Children) -> ast.ActionDecl:
+        return ast.ActionDecl(tuple(c[1::2]), self._tok_to(c[0], c[-1].span))
 
-    @v_args(meta=True)
-    def context_decl(self, meta: Meta, c: Children) -> ast.ContextDecl:
-        return ast.ContextDecl(c[0], self.span(meta))
+    def context_decl(self, c: Children) -> ast.ContextDecl:
+        attrs_, last, _ = c[1]
+        return ast.ContextDecl(attrs_, self._tok_to(c[0], last))
 
-    @v_args(meta=True)
-    def risk_decl(self, meta: Meta, c: Children) -> ast.RiskDecl:
-        return ast.RiskDecl(c[1], c[2], c[0], self.span(meta))
+    def risk_decl(self, c: Children) -> ast.RiskDecl:
+        annotations, keyword, name, _, expr = c
+        first = annotations[0].span if annotations else self._tok(keyword)
+        span = self._join(first, self._extent(expr))
+        return ast.RiskDecl(self._ident(name), expr, annotations, span)
 
-    @v_args(meta=True)
-    def obligation_decl(self, meta: Meta, c: Children) -> ast.ObligationDecl:
-        return ast.ObligationDecl(c[0], c[1], c[2], self.span(meta))
-
-    @v_args(meta=True)
-    def requirements_decl(self, meta: Meta, c: Children) -> ast.RequirementsDecl:
-        return ast.RequirementsDecl(
-            tuple(x for x in c if x is not None), self.span(meta)
+    def obligation_decl(self, c: Children) -> ast.ObligationDecl:
+        return ast.ObligationDecl(
+            self._ident(c[1]), c[3], self._ident(c[5]), self._tok_tok(c[0], c[5])
         )
 
-    @v_args(meta=True)
-    def option_decl(self, meta: Meta, c: Children) -> ast.OptionDecl:
-        return ast.OptionDecl(c[0], c[1], self.span(meta))
+    def requirements_decl(self, c: Children) -> ast.RequirementsDecl:
+        names = tuple(
+            self._ident(t) for t in c[2:-1] if t is not None and t.type == "NAME"
+        )
+        return ast.RequirementsDecl(names, self._tok_tok(c[0], c[-1]))
+
+    def option_decl(self, c: Children) -> ast.OptionDecl:
+        span = self._tok_to(c[0], self._extent(c[3]))
+        return ast.OptionDecl(self._ident(c[1]), c[3], span)
 
     def annotations(self, c: Children) -> tuple[ast.Annotation, ...]:
         return tuple(c)
 
-    @v_args(meta=True)
-    def annotation(self, meta: Meta, c: Children) -> ast.Annotation:
-        return ast.Annotation(
-            c[0], tuple(x for x in c[1:] if x is not None), self.span(meta)
-        )
+    def annotation(self, c: Children) -> ast.Annotation:
+        args = tuple(x for x in c[2:] if type(x) is ast.Literal)
+        last = c[-1] if c[-1] is not None else c[1]
+        return ast.Annotation(self._ident(c[1]), args, self._tok_tok(c[0], last))
 
     # -- rules
-    def allow_head(self, c: Children) -> tuple[str, ast.Ident, tuple[Any, ...]]:
-        return "allow", c[0], ()
+    def allow_head(self, c: Children) -> Head:
+        return "allow", self._ident(c[1]), (), c[0]
 
-    def deny_head(self, c: Children) -> tuple[str, ast.Ident, tuple[Any, ...]]:
-        return "deny", c[0], ()
+    def deny_head(self, c: Children) -> Head:
+        return "deny", self._ident(c[1]), (), c[0]
 
-    def step_up_head(self, c: Children) -> tuple[str, ast.Ident, tuple[Any, ...]]:
-        return "step_up", c[0], tuple(c[1:])
+    def step_up_head(self, c: Children) -> Head:
+        requirements = tuple(self._ident(t) for t in c[3::2])
+        return "step_up", self._ident(c[1]), requirements, c[0]
 
-    def restrict_head(self, c: Children) -> tuple[str, ast.Ident, tuple[Any, ...]]:
-        return "restrict", c[0], tuple(c[1:])
+    def restrict_head(self, c: Children) -> Head:
+        return "restrict", self._ident(c[1]), tuple(c[3::2]), c[0]
 
-    @v_args(meta=True)
-    def obligation_use(self, meta: Meta, c: Children) -> ast.ObligationUse:
-        return ast.ObligationUse(
-            c[0], tuple(x for x in c[1:] if x is not None), self.span(meta)
-        )
+    def obligation_use(self, c: Children) -> ast.ObligationUse:
+        args = tuple(x for x in c[2:-1] if x is not None and type(x) is not Token)
+        span = self._tok_tok(c[0], c[-1])
+        return ast.ObligationUse(self._ident(c[0]), args, span)
 
-    @v_args(meta=True)
-    def principal_clause(self, meta: Meta, c: Children) -> tuple[str, Any, Span]:
-        return "principal", c[0], self.span(meta)
+    def principal_clause(self, c: Children) -> Clause:
+        types = c[2]
+        return "principal", types, self._tok_to(c[0], types[-1].span)
 
-    @v_args(meta=True)
-    def resource_clause(self, meta: Meta, c: Children) -> tuple[str, Any, Span]:
-        return "resource", c[0], self.span(meta)
+    def resource_clause(self, c: Children) -> Clause:
+        types = c[2]
+        return "resource", types, self._tok_to(c[0], types[-1].span)
 
-    @v_args(meta=True)
-    def action_clause(self, meta: Meta, c: Children) -> tuple[str, Any, Span]:
-        return "action", tuple(c), self.span(meta)
+    def action_clause(self, c: Children) -> Clause:
+        return "action", tuple(c[1::2]), self._tok_to(c[0], c[-1].span)
 
-    @v_args(meta=True)
-    def when_clause(self, meta: Meta, c: Children) -> tuple[str, Any, Span]:
-        return "when", c[0], self.span(meta)
+    def when_clause(self, c: Children) -> Clause:
+        return "when", c[1], self._tok_to(c[0], self._extent(c[1]))
 
-    @v_args(meta=True)
-    def unless_clause(self, meta: Meta, c: Children) -> tuple[str, Any, Span]:
-        return "unless", c[0], self.span(meta)
+    def unless_clause(self, c: Children) -> Clause:
+        return "unless", c[1], self._tok_to(c[0], self._extent(c[1]))
 
-    @v_args(meta=True)
-    def rule(self, meta: Meta, c: Children) -> ast.Rule:
-        annotations, (effect, rule_id, extra), *clauses = c
+    def rule(self, c: Children) -> ast.Rule:
+        annotations, (effect, rule_id, extra, keyword), colon, *clauses = c
+        first = annotations[0].span if annotations else self._tok(keyword)
+        span = self._join(first, clauses[-1][2]) if clauses else None
         targets: dict[str, Any] = {}
         when: list[ast.Expr] = []
         unless: list[ast.Expr] = []
-        for kind, value, span in clauses:
+        for kind, value, clause_span in clauses:
             if kind == "when":
                 when.append(value)
             elif kind == "unless":
                 unless.append(value)
             elif kind in targets:
-                self.fail(
-                    f"rule `{rule_id.name}` has a second `{kind}` clause",
-                    span,
-                    f"list every alternative in one clause, e.g. `{kind} "
-                    + ("is A | B`" if kind != "action" else "a.b, a.c`"),
-                )
+                self._defer(_second_clause(rule_id, kind, clause_span))
             else:
                 targets[kind] = value
         return ast.Rule(
@@ -469,72 +671,83 @@ class _Builder(Transformer_NonRecursive):  # type: ignore[type-arg]
             when=tuple(when),
             unless=tuple(unless),
             annotations=annotations,
-            span=self.span(meta),
+            span=span or self._to_tok(first, colon),
         )
 
     # -- tests
-    @v_args(meta=True)
-    def test_decl(self, meta: Meta, c: Children) -> ast.Test:
-        name = decode_string(c[0], self.file)
-        file_lit, request = c[1]
-        return ast.Test(name, file_lit, request, c[2], self.span(meta))
+    def test_decl(self, c: Children) -> ast.Test:
+        keyword, name, _, (file_lit, request), expectation = c
+        span = self._tok_to(keyword, expectation.span)
+        return ast.Test(self._decode(name), file_lit, request, expectation, span)
 
     def request_file(self, c: Children) -> tuple[ast.Literal, None]:
-        return ast.Literal(decode_string(c[0], self.file), self.tspan(c[0])), None
+        tok = c[1]
+        return ast.Literal(self._decode(tok), self._tok(tok)), None
 
     def request_inline(self, c: Children) -> tuple[None, Any]:
-        return None, c[0]
+        return None, c[1]
 
-    @v_args(meta=True)
-    def expectation(self, meta: Meta, c: Children) -> ast.Expectation:
+    def expectation(self, c: Children) -> ast.Expectation:
         details: dict[str, tuple[Any, ...]] = {}
-        for kind, values in c[1:]:
+        for kind, values in c[2:]:
             details[kind] = details.get(kind, ()) + values
+        last = c[-1][1][-1].span if len(c) > 2 else self._tok(c[1])
         return ast.Expectation(
-            c[0],
+            self._ident(c[1]),
             details.get("by"),
             details.get("requires"),
             details.get("because"),
             details.get("with"),
-            self.span(meta),
+            self._tok_to(c[0], last),
         )
 
     def expect_by(self, c: Children) -> tuple[str, tuple[Any, ...]]:
-        return "by", tuple(c)
+        return "by", tuple(self._ident(t) for t in c[1::2])
 
     def expect_requires(self, c: Children) -> tuple[str, tuple[Any, ...]]:
-        return "requires", tuple(c)
+        return "requires", tuple(self._ident(t) for t in c[1::2])
 
     def expect_because(self, c: Children) -> tuple[str, tuple[Any, ...]]:
-        return "because", tuple(c)
+        return "because", tuple(self._ident(t) for t in c[1::2])
 
     def expect_with(self, c: Children) -> tuple[str, tuple[Any, ...]]:
-        return "with", tuple(c)
+        return "with", tuple(c[1::2])
 
     def json_object(self, c: Children) -> dict[str, Any]:
-        return dict(x for x in c if x is not None)
+        pairs = [x for x in c[1:-1] if type(x) is tuple]
+        node: dict[str, Any] = dict(pairs)
+        height = 1 + max(map(self._height, pairs), default=0)
+        self._nest(node, height, c[0].start_pos)
+        return node
 
     def json_pair(self, c: Children) -> tuple[str, Any]:
-        return decode_string(c[0], self.file), None if c[1] is _NULL else c[1]
+        key, _, value = c
+        pair = (self._decode(key), None if value is _NULL else value)
+        self._carry(pair, self._height(value))
+        return pair
 
     def json_array(self, c: Children) -> list[Any]:
         # Absent optional parts arrive as None; a JSON null arrives as _NULL.
-        return [None if x is _NULL else x for x in c if x is not None]
+        values = [x for x in c[1:-1] if x is not None and type(x) is not Token]
+        node = [None if x is _NULL else x for x in values]
+        height = 1 + max(map(self._height, values), default=0)
+        self._nest(node, height, c[0].start_pos)
+        return node
 
     def json_string(self, c: Children) -> str:
-        return decode_string(c[0], self.file)
+        return self._decode(c[0])
 
     def json_int(self, c: Children) -> object:
-        return int(str(c[0]).replace("_", ""))
+        return int(c[0].value.replace("_", ""))
 
     def json_decimal(self, c: Children) -> object:
-        return Decimal(str(c[0]).replace("_", ""))
+        return Decimal(c[0].value.replace("_", ""))
 
     def json_neg_int(self, c: Children) -> object:
-        return -int(str(c[0]).replace("_", ""))
+        return -int(c[1].value.replace("_", ""))
 
     def json_neg_decimal(self, c: Children) -> object:
-        return -Decimal(str(c[0]).replace("_", ""))
+        return -Decimal(c[1].value.replace("_", ""))
 
     def json_true(self, c: Children) -> bool:
         return True
@@ -545,62 +758,58 @@ class _Builder(Transformer_NonRecursive):  # type: ignore[type-arg]
     def json_null(self, c: Children) -> object:
         return _NULL
 
-    @v_args(meta=True)
-    def start(self, meta: Meta, c: Children) -> tuple[Any, ...]:
+    def start(self, c: Children) -> tuple[Any, ...]:
         return tuple(c)
 
 
-_lock = threading.Lock()
-_comments: list[Token] = []
-
-
-def _collect_comment(token: Token) -> Token:
-    _comments.append(token)
-    return token
+def _second_clause(rule_id: ast.Ident, kind: str, span: Span) -> Diagnostic:
+    example = "is A | B`" if kind != "action" else "a.b, a.c`"
+    return Diagnostic(
+        "syntax",
+        f"rule `{rule_id.name}` has a second `{kind}` clause",
+        span,
+        hint=f"list every alternative in one clause, e.g. `{kind} " + example,
+    )
 
 
 MAX_DIGITS = 1000
 """Longest number literal: exact, never rounded, but not unbounded work."""
 
-
-def _check_number(token: Token) -> Token:
-    if len(token) > MAX_DIGITS:
-        span = Span(
-            _current_file[0],
-            token.start_pos or 0,
-            token.end_pos or 0,
-            token.line or 1,
-            token.column or 1,
-            token.end_line or 1,
-            token.end_column or 1,
-        )
-        raise _Fail(
-            "literal",
-            f"number literal is longer than {MAX_DIGITS} digits",
-            span,
-            "numbers are exact; a literal this long is almost certainly a mistake",
-        )
-    return token
+_lock = threading.Lock()
+_builder = _Builder()
 
 
-_current_file = ["<text>"]  # the file being lexed, for spans in lexer callbacks
-
-
-@cache
-def _parser() -> lark.Lark:
+def _lark(**options: Any) -> lark.Lark:
     return lark.Lark(
         _grammar_text(),
         parser="lalr",
         lexer="contextual",
-        lexer_callbacks={
-            "COMMENT": _collect_comment,
-            "INT": _check_number,
-            "DECIMAL": _check_number,
-            "DURATION": _check_number,
-        },
-        propagate_positions=True,
         maybe_placeholders=True,
+        **options,
     )
+
+
+@cache
+def _parser() -> lark.Lark:
+    """The parser that builds the AST; its tables are those of `_tree_parser`,
+    `keep_all_tokens` only changes what the callbacks are handed."""
+    number = _builder.number
+    return _lark(
+        transformer=_builder,
+        keep_all_tokens=True,
+        lexer_callbacks={
+            "COMMENT": _builder.comment,
+            "INT": number,
+            "DECIMAL": number,
+            "DURATION": number,
+        },
+    )
+
+
+@cache
+def _tree_parser() -> lark.Lark:
+    """Builds a parse tree, only to locate a nesting error exactly."""
+    return _lark(propagate_positions=True)
 
 
 # ---- errors in the words of the language ------------------------------------
@@ -776,23 +985,22 @@ def parse_source(text: str, file: str = "<text>") -> ast.Module:
 def _parse_uncached(text: str, file: str) -> ast.Module:
     try:
         with _lock:
-            _comments.clear()
-            _current_file[0] = file
-            tree = _parser().parse(text)
-            comments = tuple(
-                ast.Comment(str(t), _Builder(file).tspan(t)) for t in _comments
-            )
-        check_nesting(tree, file)
-        items = _Builder(file).transform(tree)
+            _builder.begin(file)
+            try:
+                # The inline transformer's `start` returns the items.
+                items = cast("tuple[ast.Item, ...]", _parser().parse(text))
+                comments = tuple(
+                    ast.Comment(t.value, _builder._tok(t)) for t in _builder.comments
+                )
+                failure, deepest_at = _builder.failure, _builder.deepest_at
+            finally:
+                _builder.begin("<text>")  # let go of this parse's nodes
+        if deepest_at >= 0:
+            _raise_nesting(text, file, items, deepest_at)
+        if failure is not None:
+            raise ParseError([failure], {file: text})
     except _Fail as exc:
         raise ParseError([exc.diagnostic], {file: text}) from None
-    except VisitError as exc:
-        if isinstance(exc.orig_exc, _Fail):
-            raise ParseError([exc.orig_exc.diagnostic], {file: text}) from None
-        raise ParseError(
-            [Diagnostic("syntax", "malformed policy", span_at(file, text, 0))],
-            {file: text},
-        ) from exc
     except UnexpectedInput as exc:
         raise ParseError([_lark_diagnostic(exc, text, file)], {file: text}) from None
     except RecursionError:
@@ -803,8 +1011,28 @@ def _parse_uncached(text: str, file: str) -> ast.Module:
     except ParseError as exc:
         exc.sources[file] = text
         raise
+    except Exception as exc:  # a bug in a callback: still only a ParseError
+        raise ParseError(
+            [Diagnostic("syntax", "malformed policy", span_at(file, text, 0))],
+            {file: text},
+        ) from exc
     log.debug("parsed %s: %d items", file, len(items))
     return ast.Module(file, items, span_at(file, text, 0, len(text)), comments)
+
+
+def _raise_nesting(
+    text: str, file: str, items: tuple[ast.Item, ...], deepest_at: int
+) -> NoReturn:
+    """Report a nesting error where `check_nesting` finds it on the parse
+    tree: in the last item that nests too deep, so only that item is parsed
+    again (into a tree, the rest of the text blanked out, lines kept)."""
+    item = next(i for i in reversed(items) if i.span.start <= deepest_at)
+    start, end = item.span.start, item.span.end
+    before = re.sub(r"[^\n]+", lambda m: " " * len(m.group()), text[:start])
+    check_nesting(_tree_parser().parse(before + text[start:end]), file)
+    raise ParseError(  # not reached: check_nesting finds what the callbacks did
+        [Diagnostic("nesting", f"nesting too deep (limit {MAX_NESTING})", item.span)]
+    )
 
 
 def decode_source(data: bytes, file: str) -> str:
