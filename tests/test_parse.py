@@ -268,3 +268,150 @@ def test_second_target_clause_of_one_kind_is_an_error() -> None:
     (found,) = parse_error(text).diagnostics
     assert found.message == "rule `r` has a second `principal` clause"
     assert found.span.line == 3
+
+
+# ---- which error is reported ----
+
+_N = MAX_NESTING + 1
+_TOO_DEEP = f"nesting too deep (limit {MAX_NESTING})"
+_ESCAPE = "unknown escape `\\q` in string"
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "start", "end"),
+    [
+        pytest.param(
+            'allow r:\n    when context.x == "a\\qb"\nallow s:\n    when )\n',
+            "unexpected `)`",
+            (4, 10),
+            (4, 11),
+            id="a syntax error anywhere comes before a bad escape",
+        ),
+        pytest.param(
+            'allow r:\n    when context.x == "a\\qb"\nallow s:\n    when '
+            + "(" * _N
+            + "x"
+            + ")" * _N
+            + "\n",
+            _TOO_DEEP,
+            (4, 110),
+            (4, 113),
+            id="nesting comes before a bad escape",
+        ),
+        pytest.param(
+            "allow r:\n    when " + "(" * _N + "x" + ")" * _N + "\nallow s: when ]\n",
+            "unexpected `]`",
+            (3, 15),
+            (3, 16),
+            id="a syntax error anywhere comes before nesting",
+        ),
+        pytest.param(
+            'allow r:\n    action a\n    action b\n    when context.x == "a\\qb"\n',
+            _ESCAPE,
+            (4, 25),
+            (4, 27),
+            id="a clause's string is read before its rule's clauses are counted",
+        ),
+        pytest.param(
+            'test "a\\q":\n    request "b\\q"\n    expect allow\n',
+            _ESCAPE,
+            (2, 15),
+            (2, 17),
+            id="a test's request is read before its name",
+        ),
+        pytest.param(
+            'allow r:\n    when context.x == "a\\qb"\n    when context.y == '
+            + "9" * 1001
+            + "\n",
+            "number literal is longer than 1000 digits",
+            (3, 23),
+            (3, 1024),
+            id="a long number comes before a bad escape",
+        ),
+        pytest.param(
+            "allow r:\n    when "
+            + "(" * _N
+            + "x"
+            + ")" * _N
+            + "\nallow s:\n    when "
+            + "not " * _N
+            + "x\n",
+            _TOO_DEEP,
+            (4, 410),
+            (4, 415),
+            id="of two rules nested too deep the last is reported",
+        ),
+        pytest.param(
+            "entity E { a: " + "{ b: " * _N + "int" + " }" * _N + " }\n",
+            _TOO_DEEP,
+            (1, 515),
+            (1, 525),
+            id="record types",
+        ),
+        pytest.param(
+            "obligation o: " + "set<" * _N + "int" + ">" * _N + " merge min\n",
+            _TOO_DEEP,
+            (1, 415),
+            (1, 423),
+            id="set types",
+        ),
+        pytest.param(
+            "actions g " + "{ a " * _N + "{}" + " }" * _N + "\n",
+            _TOO_DEEP,
+            (1, 411),
+            (1, 419),
+            id="action groups",
+        ),
+        pytest.param(
+            'test "t":\n    request '
+            + '{"k": ' * _N
+            + "1"
+            + "}" * _N
+            + "\n    expect allow\n",
+            _TOO_DEEP,
+            (2, 613),
+            (2, 621),
+            id="inline requests",
+        ),
+        pytest.param(
+            "risk k = " + " + ".join(["a"] * (_N + 1)) + "\n",
+            _TOO_DEEP,
+            (1, 10),
+            (1, 415),
+            id="a chain of additions nests one level per operator",
+        ),
+        pytest.param(
+            "restrict q with cap(" + "(" * _N + "1" + ")" * _N + "):\n    when x\n",
+            _TOO_DEEP,
+            (1, 121),
+            (1, 124),
+            id="obligation arguments",
+        ),
+        pytest.param(
+            'test "t":\n    request {"a\\q": 1}\n    expect allow\n',
+            _ESCAPE,
+            (2, 16),
+            (2, 18),
+            id="keys of an inline request",
+        ),
+    ],
+)
+def test_the_error_reported_is_the_one_the_tree_walking_parser_reported(
+    text: str, message: str, start: tuple[int, int], end: tuple[int, int]
+) -> None:
+    """With AST nodes built during the parse, a bad escape or a second clause
+    is held back until the whole file has parsed and its nesting is checked."""
+    (found,) = parse_error(text).diagnostics
+    assert found.message == message
+    assert (found.span.line, found.span.column) == start
+    assert (found.span.end_line, found.span.end_column) == end
+
+
+@pytest.mark.parametrize("shape", ["({})", "not {}", "-{}", "[{}]", "{}.f", "f({})"])
+def test_nesting_is_counted_exactly_at_the_limit(shape: str) -> None:
+    expr = "x"
+    for _ in range(MAX_NESTING):
+        expr = shape.format(expr)
+    assert condition(expr) is not None
+    (found,) = parse_error(f"allow r:\n    when {shape.format(expr)}\n").diagnostics
+    assert found.message == _TOO_DEEP
