@@ -28,6 +28,7 @@ import attrs
 
 from ripl import ir
 from ripl.analyze.encode import MAX_STRING
+from ripl.analyze.regions import Dim, Finite, Space, Values, atom_values
 
 Key = tuple[str, tuple[str, ...], str]
 """(request root, attribute path, kind): kind is `int`, `num`, `bool`,
@@ -268,6 +269,28 @@ class Boxes:
         order = self.schema.labels[key[2][len("label:") :]]
         top = Fraction(len(order.labels) - 1)
         return (*atoms, (">=", Fraction(0)), ("<=", top))
+
+    def region(
+        self, rule_id: str, reach: Reach, slot: str, space: Space
+    ) -> dict[Dim, Values] | None:
+        """The requests a box rule matches, as a region of `space`, with the
+        principal in `slot` (`p` for the principal itself, `root` for the
+        root human it is evaluated as); None when the rule is not a box.
+        `reach` is the rule's reach in that role."""
+        box = self.boxes.get(rule_id)
+        if box is None:
+            return None
+        parts: dict[Dim, list[Values]] = {
+            ("action",): [Finite(reach.actions)],
+            ("type", slot): [Finite(reach.principals)],
+            ("type", "r"): [Finite(reach.resources)],
+        }
+        slots = {"principal": slot, "resource": "r", "context": "ctx"}
+        for (root, path, kind), atoms in box.atoms.items():
+            parts[("attr", slots[root], path, kind)] = [
+                atom_values(kind, op, value) for op, value in atoms
+            ]
+        return space.region(parts)
 
     def may_meet(self, a: str, b: str) -> bool:
         """False only when no request matches both (any two rules whose

@@ -41,6 +41,7 @@ from ripl.analyze.encode import (
     scale_for,
 )
 from ripl.analyze.findings import KINDS, Finding, RuleRef, sort_findings
+from ripl.analyze.regions import BudgetError, Finite, Ints, Region, Space
 from ripl.analyze.witness import Observation, Observer, WitnessBuilder
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,19 @@ class Analysis:
         self.index = self._index(self.reach)
         self.boxes = Boxes(self.by_id, self.reach, policy.schema, self.v.unit)
         self.rules_order = {r.id: i for i, r in enumerate(self.rules)}
+        self.principal_universe = self._principal_universe()
+        self.space = Space(
+            {
+                ("action",): frozenset(self.domain.actions),
+                ("type", "p"): self.principal_universe,
+                ("type", "r"): self.domain.resources,
+                ("type", "root"): self.humans,
+            },
+            self.domain.labels,
+        )
+        self.regions: dict[str, Region] = {}
+        self.root_regions: dict[str, Region] = {}
+        self._build_regions()
         self.root_index = self._index(self.root_reach)
         closing = self.v.closing_axioms()
         self.core = z3.Solver()
@@ -219,6 +233,68 @@ class Analysis:
         )
 
     # ---- plumbing ---------------------------------------------------------------
+
+    def _principal_universe(self) -> frozenset[str]:
+        """The principal types the core axioms admit: without a human type no
+        non-human identity has a root, so none can be the principal."""
+        if self.humans:
+            return self.domain.principals
+        return frozenset(
+            t
+            for t in self.domain.principals
+            if self.domain.kinds.get(t) not in NON_HUMAN
+        )
+
+    def _build_regions(self) -> None:
+        """The region of every exactly encoded box rule, for the principal
+        and, where it applies to humans, for the root human."""
+        for rule in self.rules:
+            if not self.own[rule.id].exact:
+                continue
+            region = self.boxes.region(rule.id, self.reach[rule.id], "p", self.space)
+            if region is None:
+                continue
+            self.regions[rule.id] = region
+            root = self.root.get(rule.id)
+            if root is not None and root.exact:
+                reach = self.root_reach[rule.id]
+                found = self.boxes.region(rule.id, reach, "root", self.space)
+                if found is not None:
+                    self.root_regions[rule.id] = found
+
+    def _regions(
+        self, rules: Iterable[ir.Rule], *, root: bool = False
+    ) -> list[Region] | None:
+        """The regions of all of `rules`, or None when one is not a box."""
+        table = self.root_regions if root else self.regions
+        out: list[Region] = []
+        for rule in rules:
+            found = table.get(rule.id)
+            if found is None:
+                return None
+            out.append(found)
+        return out
+
+    def _uncovered(self, region: Region, others: Sequence[Region]) -> bool | None:
+        """Whether part of `region` lies outside all of `others`; None when
+        the question is too large to split (the solver is asked instead)."""
+        try:
+            return self.space.uncovered(region, others) is not None
+        except BudgetError:
+            return None
+
+    def _target_region(self, rule: ir.Rule) -> Region:
+        parts = {
+            ("action",): rule.actions,
+            ("type", "p"): rule.principal_types,
+            ("type", "r"): rule.resource_types,
+        }
+        return self.space.region(
+            {
+                dim: [] if names is None else [Finite(names)]
+                for dim, names in parts.items()
+            }
+        )
 
     def _index(self, reach: Mapping[str, Reach]) -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
@@ -363,7 +439,11 @@ class Analysis:
         key = ("sat", self.schema_hash, self.hash[rule.id])
         status = self.cache.get(key)
         if status is None:
-            status, _ = self.check(terms.matches, chain=chain)
+            region = self.regions.get(rule.id)
+            if region is not None:
+                status = "unsat" if self.space.empty(region) else "sat"
+            else:
+                status, _ = self.check(terms.matches, chain=chain)
             self.cache.put(key, status)
         if status == "unsat":
             return [self.finding("unsatisfiable", self._unsat_message(rule), [rule])]
@@ -396,8 +476,7 @@ class Analysis:
         target = f"rule `{rule.id}` can never match: its target admits no request"
         if rule.condition is None:
             return target
-        status, _ = self.check(self.own[rule.id].target, chain=False)
-        if status == "unsat":
+        if self.space.empty(self._target_region(rule)):
             return target
         return f"rule `{rule.id}` can never match: its condition never holds"
 
@@ -419,9 +498,11 @@ class Analysis:
         key = ("always", self.schema_hash, self.hash[rule.id])
         answer = self.cache.get(key)
         if answer is None:
-            answer, _ = self.check(
-                terms.target, negate(terms.matches), chain=terms.chain
-            )
+            answer = self._always_by_regions(rule)
+            if answer is None:
+                answer, _ = self.check(
+                    terms.target, negate(terms.matches), chain=terms.chain
+                )
             self.cache.put(key, answer)
         if answer != "unsat":
             return []
@@ -435,7 +516,21 @@ class Analysis:
             )
         ]
 
+    def _always_by_regions(self, rule: ir.Rule) -> str | None:
+        """The solver's answer to "target and not matches" for a box rule."""
+        region = self.regions.get(rule.id)
+        if region is None:
+            return None
+        escapes = self._uncovered(self._target_region(rule), [region])
+        if escapes is None:
+            return None
+        return "sat" if escapes else "unsat"
+
     def unguarded(self, rule: ir.Rule) -> list[Finding]:
+        if rule.id in self.regions:
+            # A box reads only required attributes of the types it admits:
+            # it never errs.
+            return []
         terms = self.own[rule.id]
         status, _ = self.check(terms.errs, chain=terms.chain)
         if status != "sat":
@@ -487,9 +582,11 @@ class Analysis:
         )
         answer = self.cache.get(key)
         if answer is None:
-            answer, _ = self.check(
-                self.own[rule.id].matches, negate(overridden), chain=chain
-            )
+            answer = self._shadow_by_regions(rule, over, blockers)
+            if answer is None:
+                answer, _ = self.check(
+                    self.own[rule.id].matches, negate(overridden), chain=chain
+                )
             self.cache.put(key, answer)
         if answer != "unsat":
             return None
@@ -524,6 +621,21 @@ class Analysis:
             notes=[(f"`{o.id}` ({o.effect}) overrides it", o.span) for o in shown],
             hint="remove the rule, or narrow the rule that overrides it",
         )
+
+    def _shadow_by_regions(
+        self, rule: ir.Rule, over: Sequence[ir.Rule], blockers: Sequence[ir.Rule]
+    ) -> str | None:
+        """The solver's answer to "matches and nothing overrides" when every
+        rule involved is a box (boxes never err, so blockers only count as
+        boxes, for their matches when they are stronger)."""
+        mine = self.regions.get(rule.id)
+        overs = self._regions(over)
+        if mine is None or overs is None or self._regions(blockers) is None:
+            return None
+        escapes = self._uncovered(mine, overs)
+        if escapes is None:
+            return None
+        return "sat" if escapes else "unsat"
 
     def conflicts(self, rule: ir.Rule) -> list[Finding]:
         """One finding per granting rule, naming every deny or step_up rule
@@ -727,17 +839,22 @@ class Analysis:
 
     def escalation(self, rule: ir.Rule) -> Finding | None:
         rank = EFFECT_RANK[rule.effect]
+        decided = self._escalates(rule)
+        if decided is False:
+            return None
         own, root, final = self.decision_terms(rule)
         mine = self.own[rule.id].matches
         claim = [mine, self.v.kind_is("p", NON_HUMAN), own == rank, root > own]
-        status, _ = self.check(*claim, chain=True)
-        if status != "sat":
-            return None
-        # Only a grant the root never has is reported: one capped for some
-        # roots only (say, minors) is how conditions on the human work.
-        effective, _ = self.check(mine, own == rank, final == rank, chain=True)
-        if effective != "unsat":
-            return None
+        if decided is None:
+            status, _ = self.check(*claim, chain=True)
+            if status != "sat":
+                return None
+            # Only a grant the root never has is reported: one capped for
+            # some roots only (say, minors) is how conditions on the human
+            # work.
+            effective, _ = self.check(mine, own == rank, final == rank, chain=True)
+            if effective != "unsat":
+                return None
         witness = self.confirm(
             claim,
             lambda o: (
@@ -767,6 +884,60 @@ class Analysis:
             hint="grant the root human the same, or narrow the rule to where the "
             "root is granted",
         )
+
+    def _escalates(self, rule: ir.Rule) -> bool | None:
+        """The two questions of `escalation` over regions, when the rule, the
+        rules that can make its own effect stronger or err, and every rule
+        the root human meets are boxes: some non-human principal gets the
+        rule's effect while its root gets a stronger one, and nowhere does
+        the rule's effect survive the cap. A request of a non-human
+        principal can have any human as the root of its chain, so the
+        principal's and the root's attributes vary independently."""
+        mine = self.regions.get(rule.id)
+        if mine is None or not self.humans:
+            return None
+        rank = EFFECT_RANK[rule.effect]
+        others = self.overlapping(rule.id)
+        if self._regions(o for o in others if o.effect != "allow") is None:
+            return None
+        stronger_ = self._regions(o for o in others if EFFECT_RANK[o.effect] > rank)
+        roots = [r for r in self.overlapping(rule.id, root=True) if r.id in self.root]
+        root_regions = self._regions(roots, root=True)
+        if stronger_ is None or root_regions is None:
+            return None
+        ranks = [EFFECT_RANK[r.effect] for r in roots]
+        strong_roots = [g for g, k in zip(root_regions, ranks, strict=True) if k > rank]
+        weak_roots = [g for g, k in zip(root_regions, ranks, strict=True) if k <= rank]
+        universe = self.principal_universe
+        agents = frozenset(t for t in universe if self.domain.kinds.get(t) in NON_HUMAN)
+        as_agent = self.space.meet(mine, {("type", "p"): Finite(agents)})
+        as_human = self.space.meet(mine, {("type", "p"): Finite(universe - agents)})
+        # claim: own effect is the rule's, and the root's is stronger (a
+        # stronger root rule matches, or no root rule matches at all).
+        claim = [(self.space.meet(as_agent, g), stronger_) for g in strong_roots] + [
+            (as_agent, [*stronger_, *root_regions])
+        ]
+        # effective: the rule's effect is the final one somewhere.
+        effective = [(as_human, stronger_)] + [
+            (self.space.meet(as_agent, g), [*stronger_, *strong_roots])
+            for g in weak_roots
+        ]
+        found = self._any_uncovered(claim)
+        if not found:
+            return found
+        survives = self._any_uncovered(effective)
+        return None if survives is None else not survives
+
+    def _any_uncovered(
+        self, questions: Iterable[tuple[Region, Sequence[Region]]]
+    ) -> bool | None:
+        undecided = False
+        for region, others in questions:
+            found = self._uncovered(region, others)
+            if found:
+                return True
+            undecided = undecided or found is None
+        return None if undecided else False
 
     def beyond_scope(self, rule: ir.Rule) -> list[Finding]:
         checked = [
@@ -813,14 +984,24 @@ class Analysis:
         chain = terms.chain
         actions = self.domain.actions
         resources = sorted(self.domain.resources)
+        region = self.regions.get(rule.id)
+        granted = (
+            None
+            if region is None
+            else self.space.meet(region, {("type", "p"): Finite(agents)})
+        )
         what: str | None = None
         if (
             rule.actions is None
             and len(actions) > 1
             and reach.actions == frozenset(actions)
-            and all(
-                self.check(*base, self.v.action_in([a]), chain=chain)[0] == "sat"
-                for a in actions
+            and (
+                not self.space.empty(granted)
+                if granted is not None
+                else all(
+                    self.check(*base, self.v.action_in([a]), chain=chain)[0] == "sat"
+                    for a in actions
+                )
             )
         ):
             what = "every action"
@@ -829,15 +1010,19 @@ class Analysis:
             and rule.resource_types is None
             and len(resources) > 1
             and reach.resources == self.domain.resources
-            and all(
-                self.check(*base, self.v.type_in("r", [t]), chain=chain)[0] == "sat"
-                for t in resources
+            and (
+                not self.space.empty(granted)
+                if granted is not None
+                else all(
+                    self.check(*base, self.v.type_in("r", [t]), chain=chain)[0] == "sat"
+                    for t in resources
+                )
             )
         ):
             what = "every resource type"
         witness = None
         if what is None:
-            found = self._unbounded_label(rule, base, chain)
+            found = self._unbounded_label(rule, base, chain, granted)
             if found is None:
                 return None
             what, witness = found
@@ -852,11 +1037,17 @@ class Analysis:
         )
 
     def _unbounded_label(
-        self, rule: ir.Rule, base: list[z3.BoolRef], chain: bool
+        self,
+        rule: ir.Rule,
+        base: list[z3.BoolRef],
+        chain: bool,
+        granted: Region | None,
     ) -> tuple[str, dict[str, Any]] | None:
         """Can the rule grant on a resource whose required label attribute is
-        at the top of its order?"""
+        at the top of its order? `granted` is the region `base` describes,
+        when the rule is a box."""
         options: list[tuple[z3.BoolRef, str, str, ir.LabelOrder]] = []
+        tops: list[Region] = []
         for rtype in sorted(self.reach[rule.id].resources):
             entity = self.policy.schema.entities.get(rtype)
             if entity is None:
@@ -870,16 +1061,34 @@ class Analysis:
                     [self.v.type_in("r", [rtype]), term == len(order.labels) - 1]
                 )
                 options.append((at_top, rtype, name, order))
+                top = len(order.labels) - 1
+                dim = ("attr", "r", (name,), f"label:{spec.type.order}")
+                tops.append(
+                    {
+                        ("type", "r"): Finite(frozenset([rtype])),
+                        dim: Ints(((top, top),)),
+                    }
+                )
         if not options:
             return None
-        status, model = self.check(
-            *base, any_of(o[0] for o in options), chain=chain, model=True
-        )
-        if status != "sat" or model is None:
-            return None
-        for at_top, rtype, name, order in options:
-            if not _holds(model, at_top):
-                continue
+        feasible = options
+        if granted is not None:
+            feasible = [
+                option
+                for option, top in zip(options, tops, strict=True)
+                if not self.space.empty(self.space.meet(granted, top))
+            ]
+            if not feasible:
+                return None
+        if granted is None or len(feasible) > 1:
+            # Which option a witness shows is the solver's choice.
+            status, model = self.check(
+                *base, any_of(o[0] for o in options), chain=chain, model=True
+            )
+            if status != "sat" or model is None:
+                return None
+            feasible = [o for o in options if _holds(model, o[0])]
+        for at_top, rtype, name, order in feasible:
             witness = self.confirm([*base, at_top], lambda o: o.matched(rule.id))
             if witness is None:
                 return None

@@ -21,11 +21,11 @@ import z3
 
 from ripl import ir
 from ripl.analyze.encode import ModelValues, Vars
-from ripl.decision import Decision, combine
-from ripl.delegation import NO_CHAIN, check_chain, find_root
+from ripl.decision import Decision, Outcome, combine
+from ripl.delegation import NO_CHAIN, Facts, check_chain, find_root
 from ripl.engine import Engine
-from ripl.interpret import Interpreter
-from ripl.request import BadRequest, Parsed, parse_request
+from ripl.interpret import Interpreter, Scope, evaluate_rule, target_holds
+from ripl.request import BadRequest, Err, Parsed, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -362,44 +362,123 @@ class WitnessBuilder:
 # ---- observing ------------------------------------------------------------------
 
 
-@attrs.frozen
+class Reading:
+    """How the rules one engine subset holds evaluate for one principal (the
+    request's own, or the root human it is capped by). Single rules are
+    evaluated when asked about; the whole pass, for statuses and the
+    combined effect, only when one of those is needed."""
+
+    def __init__(self, subset: _Subset, parsed: Parsed, facts: Facts) -> None:
+        self._subset = subset
+        self._parsed = parsed
+        self._facts = facts
+        self._outcome: Outcome | None = None
+        self._single: dict[str, str | None] = {}
+
+    def outcome(self) -> Outcome:
+        if self._outcome is None:
+            self._outcome = self._subset.interpreter.outcome(self._parsed, self._facts)
+        return self._outcome
+
+    def statuses(self) -> dict[str, str]:
+        outcome = self.outcome()
+        found = {m.rule.id: "match" for m in outcome.matches}
+        found.update((rule.id, "error") for rule, _ in outcome.errors)
+        return found
+
+    def errors(self) -> dict[str, str]:
+        return {rule.id: message for rule, message in self.outcome().errors}
+
+    def effect(self) -> str:
+        return combine(self.outcome(), self._subset.policy.schema.obligations).effect
+
+    def status(self, rule_id: str) -> str | None:
+        """ "match", "error" or None, as the whole pass would say."""
+        if self._outcome is not None:
+            return self.statuses().get(rule_id)
+        if rule_id not in self._single:
+            self._single[rule_id] = self._evaluate(rule_id)
+        return self._single[rule_id]
+
+    def _evaluate(self, rule_id: str) -> str | None:
+        rule = self._subset.by_id.get(rule_id)
+        if rule is None or not target_holds(rule, self._parsed):
+            return None
+        result = evaluate_rule(rule, Scope(self._parsed, self._facts))
+        if isinstance(result, Err):
+            return "error"
+        return None if result is None else "match"
+
+
 class Observation:
     """What the reference engine decides for a request, and which rules
     matched or erred for the principal (`own`) and for its root."""
 
-    decision: Decision
-    own: Mapping[str, str]
-    root: Mapping[str, str] | None
-    own_effect: str | None
-    root_effect: str | None
-    chain_ok: bool
-    errors: Mapping[str, str]
-    action: str | None = None
+    def __init__(
+        self,
+        decision: Decision,
+        chain_ok: bool,
+        own: Reading | None = None,
+        root: Reading | None = None,
+        action: str | None = None,
+    ) -> None:
+        self.decision = decision
+        self.chain_ok = chain_ok
+        self.action = action
+        self._own = own
+        self._root = root
 
     @property
     def effect(self) -> str:
         return self.decision.effect
 
+    @property
+    def own(self) -> Mapping[str, str]:
+        return {} if self._own is None else self._own.statuses()
+
+    @property
+    def root(self) -> Mapping[str, str] | None:
+        return None if self._root is None else self._root.statuses()
+
+    @property
+    def own_effect(self) -> str | None:
+        return None if self._own is None else self._own.effect()
+
+    @property
+    def root_effect(self) -> str | None:
+        return None if self._root is None else self._root.effect()
+
+    @property
+    def errors(self) -> Mapping[str, str]:
+        return {} if self._own is None else self._own.errors()
+
     def matched(self, rule_id: str) -> bool:
-        return self.own.get(rule_id) == "match"
+        return self._own is not None and self._own.status(rule_id) == "match"
 
     def erred(self, rule_id: str) -> bool:
-        return self.own.get(rule_id) == "error"
+        return self._own is not None and self._own.status(rule_id) == "error"
 
 
 class Observer:
     """Runs requests through the reference engine. A decision depends only on
-    the rules whose target admits the request's action and resource type, so
-    each pair of them gets an engine over those rules alone: the same
+    the rules whose target admits the request's action, resource type and
+    the type of its principal or of the root human it is capped by, so each
+    such combination gets an engine over those rules alone: the same
     decisions, without walking every rule of a large policy set for each
-    witness."""
+    witness. When the chain or the root cannot be found the types are not
+    narrowed (the engine's own reading of the chain decides then)."""
 
     def __init__(self, policy: ir.PolicySet) -> None:
         self.policy = policy
-        self._engines: dict[tuple[str, str | None], _Subset] = {}
+        self._engines: dict[_Key, _Subset] = {}
 
-    def _engine(self, action: str, resource: str | None) -> _Subset:
-        key = (action, resource)
+    def _engine(
+        self,
+        action: str,
+        resource: str | None = None,
+        principals: frozenset[str] | None = None,
+    ) -> _Subset:
+        key = (action, resource, principals)
         found = self._engines.get(key)
         if found is None:
             rules = tuple(
@@ -411,10 +490,17 @@ class Observer:
                     or r.resource_types is None
                     or resource in r.resource_types
                 )
+                and (
+                    principals is None
+                    or r.principal_types is None
+                    or not principals.isdisjoint(r.principal_types)
+                )
             )
             policy = attrs.evolve(self.policy, rules=rules)
             engine = Engine(policy, mode="reference", clock=_clock)
-            found = self._engines[key] = _Subset(engine, policy, Interpreter(policy))
+            found = self._engines[key] = _Subset(
+                engine, policy, Interpreter(policy), {r.id: r for r in rules}
+            )
         return found
 
     def observe(self, request: Mapping[str, Any]) -> Observation | None:
@@ -425,15 +511,19 @@ class Observer:
         try:
             parsed = parse_request(request, schema, datetime(2026, 1, 1, tzinfo=UTC))
         except BadRequest:
-            decision = self._engine(action, None).engine.decide(request)
-            return Observation(decision, {}, None, None, None, False, {})
-        subset = self._engine(action, parsed.resource.type)
-        decision = subset.engine.decide(request)
+            decision = self._engine(action).engine.decide(request)
+            return Observation(decision, False)
         failures, facts = check_chain(parsed, schema)
-        own, errors, own_effect = subset.evaluate(parsed, facts)
         root_entity, missing = find_root(parsed, schema, facts)
-        root: dict[str, str] | None = None
-        root_effect: str | None = None
+        principals = None
+        if not failures and missing is None:
+            principals = frozenset(
+                [parsed.principal.type]
+                + ([root_entity.type] if root_entity is not None else [])
+            )
+        subset = self._engine(action, parsed.resource.type, principals)
+        decision = subset.engine.decide(request)
+        root: Reading | None = None
         if (
             root_entity is not None
             and missing is None
@@ -449,39 +539,28 @@ class Observer:
                 parsed.entities,
                 parsed.now,
             )
-            root, _, root_effect = subset.evaluate(as_root, NO_CHAIN)
+            root = Reading(subset, as_root, NO_CHAIN)
         return Observation(
             decision,
-            own,
-            root,
-            own_effect,
-            root_effect,
             not failures and missing is None,
-            errors,
+            Reading(subset, parsed, facts),
+            root,
             parsed.action,
         )
 
 
+_Key = tuple[str, str | None, frozenset[str] | None]
+
+
 @attrs.frozen
 class _Subset:
-    """The engine and interpreter over the rules one (action, resource type)
-    can meet."""
+    """The engine and interpreter over the rules one combination of action,
+    resource type and principal types can meet."""
 
     engine: Engine
     policy: ir.PolicySet
     interpreter: Interpreter
-
-    def evaluate(
-        self, parsed: Parsed, facts: Any
-    ) -> tuple[dict[str, str], dict[str, str], str]:
-        """Which rules matched or erred for this principal, and the effect
-        they combine to, from one pass over the rules."""
-        outcome = self.interpreter.outcome(parsed, facts)
-        statuses = {m.rule.id: "match" for m in outcome.matches}
-        errors = {rule.id: message for rule, message in outcome.errors}
-        statuses.update((rule_id, "error") for rule_id in errors)
-        verdict = combine(outcome, self.policy.schema.obligations)
-        return statuses, errors, verdict.effect
+    by_id: Mapping[str, ir.Rule]
 
 
 def _clock() -> datetime:
