@@ -244,6 +244,9 @@ class EntityDecl:
     attrs: tuple[AttrDecl, ...]
     annotations: tuple[Annotation, ...]
     span: Span = _span
+    # `scopes a, b`: the actions and groups an identity of this type may ever
+    # act within; None when the declaration states none.
+    scopes: tuple[Dotted, ...] | None = None
 
 
 @attrs.frozen

@@ -326,6 +326,9 @@ def decide_parsed(
     schema = policy.schema
     definitions = schema.obligations
     failures, facts = check_chain(request, schema, leeway=leeway, is_revoked=is_revoked)
+    declared = schema.entities[request.principal.type]
+    if declared.scopes is not None and not declared.may_act(request.action):
+        failures.append(outside_declared(declared, request.action))
     if failures:
         return deny(*failures)
     pending_of = getattr(evaluator, "pending", None)
@@ -344,6 +347,10 @@ def decide_parsed(
         return deny(missing, errors=own.errors)
     if root is None or root.ref == request.principal.ref:
         return own.verdict()
+    root_declared = schema.entities[root.type]
+    if root_declared.scopes is not None and not root_declared.may_act(request.action):
+        root_side = Pending.of(deny(outside_declared(root_declared, request.action)))
+        return cap_pending(own, root_side, str(root.ref), definitions)
     as_root = Parsed(
         principal=root,
         action=request.action,
@@ -355,6 +362,15 @@ def decide_parsed(
         now=request.now,
     )
     return cap_pending(own, pending(as_root, NO_CHAIN), str(root.ref), definitions)
+
+
+def outside_declared(declared: ir.EntityDef, action: str) -> str:
+    """The reason an identity type's declared scopes refuse an action."""
+    scopes = ", ".join(f"`{s}`" for s in sorted(declared.scopes or ()))
+    return (
+        f"scope_not_declared: `{action}` is outside the scopes declared for "
+        f"`{declared.name}` ({scopes})"
+    )
 
 
 def _decision_cache(

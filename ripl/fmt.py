@@ -264,6 +264,8 @@ def _entity_units(item: ast.EntityDecl | ast.ContextDecl, inner: bool) -> list[U
             head += f": {item.kind.name}"
         if item.owners:
             head += " owner " + " | ".join(o.name for o in item.owners)
+        if item.scopes is not None:
+            head += " scopes " + ", ".join(d.text for d in item.scopes)
         notes = annotations_text(item.annotations)
         units = [(item.annotations[0].span, notes)] if notes else []
     if not item.attrs:

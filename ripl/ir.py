@@ -142,6 +142,18 @@ class EntityDef:
     owners: frozenset[str]
     attrs: RecordType
     span: Span = _hidden()
+    # The declared ceiling: actions and groups this identity may act within
+    # (each covers the actions under it); None when none is declared.
+    scopes: frozenset[str] | None = None
+
+    def may_act(self, action: str) -> bool:
+        """Whether `action` lies within the declared scopes (or none are)."""
+        scopes = self.scopes
+        if scopes is None:
+            return True
+        if action in scopes:
+            return True
+        return any(action.startswith(scope + ".") for scope in scopes)
 
 
 @attrs.frozen(cache_hash=True)

@@ -530,9 +530,9 @@ class _Builder:
         annotations, keyword, name, kind_clause, block = c
         first = annotations[0].span if annotations else self._tok(keyword)
         ident = self._ident(name)
-        kind, owners, last = None, (), ident.span
+        kind, owners, scopes, last = None, (), None, ident.span
         if kind_clause is not None:
-            kind, owners, last = kind_clause
+            kind, owners, scopes, last = kind_clause
         attrs_: tuple[ast.AttrDecl, ...] = ()
         if block is not None:
             attrs_, last, _ = block
@@ -543,12 +543,22 @@ class _Builder:
             attrs_,
             annotations,
             self._join(first, last),
+            scopes,
         )
 
-    def entity_kind(self, c: Children) -> tuple[ast.Ident, tuple[ast.Ident, ...], Span]:
+    def entity_kind(
+        self, c: Children
+    ) -> tuple[ast.Ident, tuple[ast.Ident, ...], tuple[ast.Dotted, ...] | None, Span]:
         kind = self._ident(c[1])
         owners: tuple[ast.Ident, ...] = c[2] or ()
-        return kind, owners, owners[-1].span if owners else kind.span
+        scopes: tuple[ast.Dotted, ...] | None = c[3]
+        last = owners[-1].span if owners else kind.span
+        if scopes:
+            last = scopes[-1].span
+        return kind, owners, scopes, last
+
+    def scopes_clause(self, c: Children) -> tuple[ast.Dotted, ...]:
+        return tuple(c[1::2])
 
     def owner_clause(self, c: Children) -> tuple[ast.Ident, ...]:
         return tuple(self._ident(t) for t in c[1::2])

@@ -227,7 +227,47 @@ class SchemaChecker(CheckerBase):
             frozenset(owners),
             ir.RecordType(tuple(fields)),
             item.span,
+            self._declared_scopes(item, kind),
         )
+
+    def _declared_scopes(
+        self, item: ast.EntityDecl, kind: str | None
+    ) -> frozenset[str] | None:
+        """`scopes a, b` of an identity type: each a declared action or group."""
+        if item.scopes is None:
+            return None
+        if kind is None and item.kind is None:
+            self.error(
+                "scopes",
+                f"`{item.name.name}` is not an identity, so it has no scopes",
+                item.scopes[0].span if item.scopes else item.span,
+                "declare scopes on humans, agents, services, tools or connectors",
+            )
+            return None
+        groups = {
+            ".".join(parts[:i])
+            for parts in (name.split(".") for name in self.actions)
+            for i in range(1, len(parts) + 1)
+        }
+        found: set[str] = set()
+        for dotted in item.scopes:
+            name = dotted.text
+            if name not in groups:
+                self.error(
+                    "unknown-action",
+                    f"unknown action or group `{name}` in the scopes of "
+                    f"`{item.name.name}`",
+                    dotted.span,
+                    did_you_mean(name, sorted(groups)),
+                )
+            elif name in found:
+                self.error(
+                    "duplicate",
+                    f"scope `{name}` is listed twice for `{item.name.name}`",
+                    dotted.span,
+                )
+            found.add(name)
+        return frozenset(found & groups)
 
     def _check_owners(self) -> None:
         """Every non-human type must have some chain of owners that reaches a
