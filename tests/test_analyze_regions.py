@@ -368,3 +368,26 @@ def test_blanket_grant_regions_match_the_solver(text: str) -> None:
             answer, _ = analysis.check(*base, at_top, chain=False)
             empty = analysis.space.empty(analysis.space.meet(granted, top))
             assert empty == (answer == "unsat")
+
+
+@settings(max_examples=60, deadline=None)
+@given(box_rules())
+def test_requests_built_at_region_points_show_what_their_finding_claims(
+    text: str,
+) -> None:
+    """Witnesses of box rules come from a point of a region, not from a
+    model; each must reproduce in the engine without falling back."""
+    from ripl.analyze.witness import Observer
+
+    analysis = _load(text)
+    if analysis is None:
+        return
+    findings = analysis.run()
+    assert analysis.point_misses == 0
+    assert analysis.unconfirmed == 0
+    observer = Observer(analysis.policy)
+    for finding in findings:
+        if finding.witness is not None:
+            observed = observer.observe(finding.witness)
+            assert observed is not None and observed.chain_ok
+            assert finding.rule.id in observed.own or finding.code == "escalation"

@@ -19,7 +19,7 @@ units of the encoding's precision, labels by rank within their order).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
@@ -59,6 +59,66 @@ class Reach:
             and self.principals <= other.principals
             and self.resources <= other.resources
         )
+
+
+class ReachIndex:
+    """Which rules' reach overlaps a given reach, as bit sets over rule
+    positions (one per action, principal type and resource type), so that
+    finding them costs a few big-integer operations rather than a walk over
+    every rule sharing an action. The order is the one a walk would give:
+    by the first action (sorted) a rule shares, then by rule order."""
+
+    def __init__(self, ids: Sequence[str], reach: Mapping[str, Reach]) -> None:
+        self.ids = list(ids)
+        self.position = {rule_id: i for i, rule_id in enumerate(self.ids)}
+        tables: tuple[dict[str, list[int]], ...] = ({}, {}, {})
+        for i, rule_id in enumerate(self.ids):
+            found = reach[rule_id]
+            for table, names in zip(
+                tables, (found.actions, found.principals, found.resources), strict=True
+            ):
+                for name in names:
+                    table.setdefault(name, []).append(i)
+        size = len(self.ids)
+        self.actions, self.principals, self.resources = (
+            {name: _bits(positions, size) for name, positions in table.items()}
+            for table in tables
+        )
+        self._unions: dict[tuple[int, frozenset[str]], int] = {}
+
+    def _union(self, which: int, names: frozenset[str]) -> int:
+        key = (which, names)
+        found = self._unions.get(key)
+        if found is None:
+            table = self.principals if which == 0 else self.resources
+            found = 0
+            for name in names:
+                found |= table.get(name, 0)
+            self._unions[key] = found
+        return found
+
+    def overlapping(self, reach: Reach, exclude: str | None = None) -> list[str]:
+        candidates = self._union(0, reach.principals) & self._union(1, reach.resources)
+        if exclude is not None:
+            candidates &= ~(1 << self.position[exclude])
+        out: list[str] = []
+        for action in sorted(reach.actions):
+            if not candidates:
+                break
+            found = candidates & self.actions.get(action, 0)
+            candidates ^= found
+            while found:
+                low = found & -found
+                out.append(self.ids[low.bit_length() - 1])
+                found ^= low
+        return out
+
+
+def _bits(positions: Sequence[int], size: int) -> int:
+    buffer = bytearray(size // 8 + 1)
+    for i in positions:
+        buffer[i >> 3] |= 1 << (i & 7)
+    return int.from_bytes(buffer, "little")
 
 
 def _path(expr: ir.Expr) -> tuple[str, tuple[str, ...]] | None:

@@ -1113,6 +1113,24 @@ class ModelValues:
         return self.values.get(name, default)
 
 
+class PointValues:
+    """Chosen values by variable name, read like a model: what a point of a
+    region (see `regions.py`) fixes, every other variable at its default."""
+
+    def __init__(
+        self, values: Mapping[str, Any], names: Mapping[int, tuple[str, Any]]
+    ) -> None:
+        self.values = values
+        self.names = names
+
+    def get(self, term: Any) -> Any:
+        name, default = self.names[id(term)]
+        return self.values.get(name, default)
+
+
+Readable = ModelValues | PointValues
+
+
 def _python(value: Any) -> Any:
     if z3.is_true(value):
         return True

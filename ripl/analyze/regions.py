@@ -61,6 +61,10 @@ class Finite:
     def __bool__(self) -> bool:
         return bool(self.values)
 
+    def meets(self, other: Values) -> bool:
+        assert isinstance(other, Finite)
+        return not self.values.isdisjoint(other.values)
+
 
 @attrs.frozen
 class Ints:
@@ -99,6 +103,16 @@ class Ints:
 
     def __bool__(self) -> bool:
         return bool(self.intervals)
+
+    def meets(self, other: Values) -> bool:
+        assert isinstance(other, Ints)
+        for lo1, hi1 in self.intervals:
+            for lo2, hi2 in other.intervals:
+                if (lo1 is None or hi2 is None or lo1 <= hi2) and (
+                    lo2 is None or hi1 is None or lo2 <= hi1
+                ):
+                    return True
+        return False
 
 
 def _normal(items: Iterable[tuple[Bound, Bound]]) -> Intervals:
@@ -144,6 +158,9 @@ class Strings:
     def __bool__(self) -> bool:
         return not self.positive or bool(self.values)
 
+    def meets(self, other: Values) -> bool:
+        return bool(self & other)
+
 
 ALL_STRINGS = Strings(False, frozenset())
 
@@ -175,9 +192,34 @@ def atom_values(kind: str, op: str, value: Fraction | bool | str) -> Values:
     return Ints(((math.ceil(value), None),))
 
 
+def pick(values: Values) -> object:
+    """One member of a non-empty set, the same one every time: the first
+    name, the integer nearest zero, the first string allowed."""
+    if isinstance(values, Finite):
+        return min(values.values, key=repr)
+    if isinstance(values, Ints):
+        best: int | None = None
+        for lo, hi in values.intervals:
+            if (lo is None or lo <= 0) and (hi is None or hi >= 0):
+                return 0
+            edge = lo if lo is not None and lo > 0 else hi
+            assert edge is not None
+            if best is None or abs(edge) < abs(best):
+                best = edge
+        assert best is not None
+        return best
+    if values.positive:
+        return min(values.values)
+    candidate = ""
+    while candidate in values.values:
+        candidate += "a"
+    return candidate
+
+
 # ---- regions -------------------------------------------------------------------
 
 Region = Mapping[Dim, Values]
+EMPTY: Region = {("action",): Finite(frozenset())}
 
 
 class Space:
@@ -206,12 +248,15 @@ class Space:
 
     def region(self, parts: Mapping[Dim, Iterable[Values]]) -> dict[Dim, Values]:
         """The region where every set given for a dimension holds (within
-        the dimension's universe)."""
+        the dimension's universe). An empty one is always `EMPTY`, so
+        `meets` never needs to look for an empty dimension."""
         out: dict[Dim, Values] = {}
         for dim, sets in parts.items():
             values = self.universe(dim)
             for item in sets:
                 values = values & item
+            if not values:
+                return dict(EMPTY)
             out[dim] = values
         return out
 
@@ -226,13 +271,25 @@ class Space:
         return out
 
     def meets(self, a: Region, b: Region) -> bool:
+        """Some point lies in both (of two regions made by `region`, or
+        non-empty ones)."""
         if len(b) < len(a):
             a, b = b, a
         for dim, values in a.items():
             other = b.get(dim)
-            if other is not None and not values & other:
+            if other is not None and not values.meets(other):
                 return False
-        return all(b.values()) and all(a.values())
+        return True
+
+    def within(self, a: Region, b: Region) -> bool:
+        """Every point of `a` lies in `b` (for a non-empty `a`)."""
+        for dim, values in b.items():
+            mine = a.get(dim)
+            if mine is None:
+                mine = self.universe(dim)
+            if mine - values:
+                return False
+        return True
 
     def uncovered(
         self, region: Region, others: Sequence[Region], budget: int = BUDGET
@@ -242,6 +299,7 @@ class Space:
         `budget` pieces."""
         if self.empty(region):
             return None
+        others = [o for o in others if all(o.values())]
         stack: list[tuple[dict[Dim, Values], int]] = [(dict(region), 0)]
         pieces = 0
         while stack:

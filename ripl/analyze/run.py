@@ -13,15 +13,16 @@ unchanged since a previous run in the same process, are not solved again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import z3
 
 from ripl import ir
-from ripl.analyze.boxes import Boxes, Reach
+from ripl.analyze.boxes import Boxes, Reach, ReachIndex
 from ripl.analyze.encode import (
     EFFECT_RANK,
     GRANTS,
@@ -29,6 +30,7 @@ from ripl.analyze.encode import (
     ROOT,
     Domain,
     Encoder,
+    PointValues,
     RuleTerms,
     Vars,
     all_of,
@@ -41,14 +43,16 @@ from ripl.analyze.encode import (
     scale_for,
 )
 from ripl.analyze.findings import KINDS, Finding, RuleRef, sort_findings
-from ripl.analyze.regions import BudgetError, Finite, Ints, Region, Space
-from ripl.analyze.witness import Observation, Observer, WitnessBuilder
+from ripl.analyze.regions import BudgetError, Dim, Finite, Ints, Region, Space, pick
+from ripl.analyze.witness import FRESH_IDS, Observation, Observer, WitnessBuilder
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 TIMEOUT_MS = 5000
 NON_HUMAN = ("agent", "service", "tool", "connector")
+KIND_TYPES = {"int": ir.INT, "dec": ir.DECIMAL, "bool": ir.BOOL, "str": ir.STRING}
+"""The type of an attribute a region dimension of each kind reads."""
 
 
 def content_hash(rule: ir.Rule) -> str:
@@ -198,7 +202,7 @@ class Analysis:
             self.own[rule.id] = self.encoder.rule(rule, OWN)
             if self.root_reach[rule.id].principals:
                 self.root[rule.id] = self.encoder.rule(rule, ROOT)
-        self.index = self._index(self.reach)
+        self.index = ReachIndex([r.id for r in self.rules], self.reach)
         self.boxes = Boxes(self.by_id, self.reach, policy.schema, self.v.unit)
         self.rules_order = {r.id: i for i, r in enumerate(self.rules)}
         self.principal_universe = self._principal_universe()
@@ -214,7 +218,7 @@ class Analysis:
         self.regions: dict[str, Region] = {}
         self.root_regions: dict[str, Region] = {}
         self._build_regions()
-        self.root_index = self._index(self.root_reach)
+        self.root_index = ReachIndex([r.id for r in self.rules], self.root_reach)
         closing = self.v.closing_axioms()
         self.core = z3.Solver()
         self.core.set("timeout", timeout_ms)
@@ -225,6 +229,7 @@ class Analysis:
         self.builder = WitnessBuilder(self.v, (policy.schema,))
         self.observer = Observer(policy)
         self.unconfirmed = 0
+        self.point_misses = 0
         self.checks = 0
         self._overlapping: dict[tuple[str, bool], list[ir.Rule]] = {}
         self._not_matches: dict[str, z3.BoolRef] = {}
@@ -296,13 +301,6 @@ class Analysis:
             }
         )
 
-    def _index(self, reach: Mapping[str, Reach]) -> dict[str, list[str]]:
-        index: dict[str, list[str]] = {}
-        for rule in self.rules:
-            for action in reach[rule.id].actions:
-                index.setdefault(action, []).append(rule.id)
-        return index
-
     def overlapping(self, rule_id: str, *, root: bool = False) -> list[ir.Rule]:
         """The other rules that can meet a request this rule reaches (for
         `root`, the rules that apply to the root human of such a request)."""
@@ -314,20 +312,12 @@ class Analysis:
 
     def _overlapping_uncached(self, rule_id: str, root: bool) -> list[ir.Rule]:
         reach = self.reach[rule_id]
-        index = self.root_index if root else self.index
-        reaches = self.root_reach if root else self.reach
         if root:
             reach = Reach(reach.actions, self.humans, reach.resources)
-        seen: set[str] = set()
-        out: list[ir.Rule] = []
-        for action in sorted(reach.actions):
-            for other in index.get(action, ()):
-                if other in seen or (other == rule_id and not root):
-                    continue
-                seen.add(other)
-                if reaches[other].overlaps(reach):
-                    out.append(self.by_id[other])
-        return out
+            found = self.root_index.overlapping(reach)
+        else:
+            found = self.index.overlapping(reach, exclude=rule_id)
+        return [self.by_id[other] for other in found]
 
     def not_matches(self, rule: ir.Rule) -> z3.BoolRef:
         found = self._not_matches.get(rule.id)
@@ -383,6 +373,62 @@ class Analysis:
 
     def observe(self, request: Mapping[str, Any]) -> Observation | None:
         return self.observer.observe(request)
+
+    def observe_point(
+        self, region: Region, claim: Callable[[Observation], bool]
+    ) -> tuple[dict[str, Any], Observation] | None:
+        """A request at one point of a (non-empty) box region, built without
+        the solver, and what the engine shows for it, when that is `claim`.
+        None when it is not (the caller asks the solver instead)."""
+        values = self._point(region)
+        if values is None:
+            return None
+        request = self.builder.build_from(values)
+        observation = self.observer.observe(request)
+        if observation is not None and observation.chain_ok and claim(observation):
+            return request, observation
+        self.point_misses += 1
+        log.debug("a request built from a region did not show the claim: %s", request)
+        return None
+
+    def _point(self, region: Region) -> PointValues | None:
+        """The variables a point of `region` fixes; a non-human principal gets
+        a chain of one link from a human root (none: no point)."""
+        v, d = self.v, self.domain
+        values: dict[str, Any] = {}
+
+        def put(term: Any, value: Any) -> None:
+            values[v.names[id(term)][0]] = value
+
+        for dim, allowed in region.items():
+            chosen = pick(allowed)
+            if dim == ("action",):
+                put(v.action, d.action_index(str(chosen)))
+            elif dim[0] == "type":
+                put(v.slot_types[str(dim[1])], d.type_index(str(chosen)))
+            else:
+                put(self._dim_term(dim), chosen)
+        principal = d.types[values.get(v.names[id(v.ptype)][0], 0)]
+        if d.kinds.get(principal) in NON_HUMAN:
+            if not self.humans:
+                return None
+            put(v.depth, 1)
+            if ("type", "root") not in region:
+                put(v.slot_types["root"], d.type_index(min(self.humans)))
+        for slot in v.used_ids:
+            put(v.ids[slot], FRESH_IDS[slot])
+        return PointValues(values, v.names)
+
+    def _dim_term(self, dim: Dim) -> z3.ExprRef:
+        _, slot, path, kind = dim
+        assert isinstance(slot, str) and isinstance(path, tuple)
+        assert isinstance(kind, str)
+        typ: ir.Type
+        if kind.startswith("label:"):
+            typ = ir.LabelType(kind[len("label:") :])
+        else:
+            typ = KIND_TYPES[kind]
+        return self.v.value(slot, path, typ)
 
     def exact(self, *rules: ir.Rule) -> bool:
         return all(self.own[r.id].exact for r in rules)
@@ -640,22 +686,25 @@ class Analysis:
     def conflicts(self, rule: ir.Rule) -> list[Finding]:
         """One finding per granting rule, naming every deny or step_up rule
         that matches some request it matches, with one witness."""
-        candidates = [
-            o
-            for o in self.overlapping(rule.id)
-            if o.effect in ("deny", "step_up") and self.boxes.may_meet(rule.id, o.id)
-        ]
-        if not candidates:
-            return []
-        mine = self.own[rule.id].matches
+        region = self.regions.get(rule.id)
         hits: list[ir.Rule] = []
         remaining: list[ir.Rule] = []
-        for other in candidates:
+        for other in self.overlapping(rule.id):
+            if other.effect not in ("deny", "step_up"):
+                continue
+            theirs = None if region is None else self.regions.get(other.id)
+            if region is not None and theirs is not None:
+                if self.space.meets(region, theirs):
+                    hits.append(other)
+                continue
+            if not self.boxes.may_meet(rule.id, other.id):
+                continue
             meets = self.boxes.meet(rule.id, other.id)
             if meets is None:
                 remaining.append(other)
             elif meets:
                 hits.append(other)
+        mine = self.own[rule.id].matches
         chain = self.needs_chain(rule, *remaining)
         while remaining:
             status, model = self.check(
@@ -714,6 +763,15 @@ class Analysis:
     ) -> tuple[dict[str, Any] | None, Observation | None]:
         """A request both `rule` and one of `hits` match, as the engine shows:
         first one model for all of them, then one per rule."""
+        region = self.regions.get(rule.id)
+        first = self.regions.get(hits[0].id)
+        if region is not None and first is not None:
+            found = self.observe_point(
+                self.space.meet(region, first),
+                lambda o: o.matched(rule.id) and any(o.matched(h.id) for h in hits),
+            )
+            if found is not None:
+                return found
         mine = self.own[rule.id].matches
         tries = [list(hits), *([o] for o in hits[:3] if len(hits) > 1)]
         for group in tries:
@@ -789,7 +847,13 @@ class Analysis:
         (`rule` matches some request)."""
         covering: list[str] = []
         remaining: list[ir.Rule] = []
+        region = self.regions.get(rule.id)
         for other in candidates:
+            theirs = None if region is None else self.regions.get(other.id)
+            if region is not None and theirs is not None:
+                if self.space.within(region, theirs):
+                    covering.append(self.hash[other.id])
+                continue
             if not self.boxes.may_meet(rule.id, other.id):
                 continue
             decided = self.boxes.covers(other.id, rule.id)
@@ -912,21 +976,32 @@ class Analysis:
         agents = frozenset(t for t in universe if self.domain.kinds.get(t) in NON_HUMAN)
         as_agent = self.space.meet(mine, {("type", "p"): Finite(agents)})
         as_human = self.space.meet(mine, {("type", "p"): Finite(universe - agents)})
+        if self.space.empty(as_agent):
+            return False
         # claim: own effect is the rule's, and the root's is stronger (a
         # stronger root rule matches, or no root rule matches at all).
-        claim = [(self.space.meet(as_agent, g), stronger_) for g in strong_roots] + [
-            (as_agent, [*stronger_, *root_regions])
-        ]
-        # effective: the rule's effect is the final one somewhere.
-        effective = [(as_human, stronger_)] + [
-            (self.space.meet(as_agent, g), [*stronger_, *strong_roots])
-            for g in weak_roots
-        ]
+        claim = itertools.chain(
+            self._meeting(as_agent, strong_roots, stronger_),
+            [(as_agent, [*stronger_, *root_regions])],
+        )
         found = self._any_uncovered(claim)
         if not found:
             return found
+        # effective: the rule's effect is the final one somewhere.
+        effective = itertools.chain(
+            [(as_human, stronger_)],
+            self._meeting(as_agent, weak_roots, [*stronger_, *strong_roots]),
+        )
         survives = self._any_uncovered(effective)
         return None if survives is None else not survives
+
+    def _meeting(
+        self, region: Region, parts: Iterable[Region], others: Sequence[Region]
+    ) -> Iterator[tuple[Region, Sequence[Region]]]:
+        """(region ∩ part, others) for each part that meets the region."""
+        for part in parts:
+            if self.space.meets(region, part):
+                yield self.space.meet(region, part), others
 
     def _any_uncovered(
         self, questions: Iterable[tuple[Region, Sequence[Region]]]
@@ -1046,8 +1121,7 @@ class Analysis:
         """Can the rule grant on a resource whose required label attribute is
         at the top of its order? `granted` is the region `base` describes,
         when the rule is a box."""
-        options: list[tuple[z3.BoolRef, str, str, ir.LabelOrder]] = []
-        tops: list[Region] = []
+        options: list[tuple[z3.BoolRef, str, str, ir.LabelOrder, Region]] = []
         for rtype in sorted(self.reach[rule.id].resources):
             entity = self.policy.schema.entities.get(rtype)
             if entity is None:
@@ -1060,23 +1134,21 @@ class Analysis:
                 at_top = all_of(
                     [self.v.type_in("r", [rtype]), term == len(order.labels) - 1]
                 )
-                options.append((at_top, rtype, name, order))
                 top = len(order.labels) - 1
-                dim = ("attr", "r", (name,), f"label:{spec.type.order}")
-                tops.append(
-                    {
-                        ("type", "r"): Finite(frozenset([rtype])),
-                        dim: Ints(((top, top),)),
-                    }
-                )
+                dim: Dim = ("attr", "r", (name,), f"label:{spec.type.order}")
+                region: Region = {
+                    ("type", "r"): Finite(frozenset([rtype])),
+                    dim: Ints(((top, top),)),
+                }
+                options.append((at_top, rtype, name, order, region))
         if not options:
             return None
         feasible = options
         if granted is not None:
             feasible = [
                 option
-                for option, top in zip(options, tops, strict=True)
-                if not self.space.empty(self.space.meet(granted, top))
+                for option in options
+                if not self.space.empty(self.space.meet(granted, option[4]))
             ]
             if not feasible:
                 return None
@@ -1088,8 +1160,18 @@ class Analysis:
             if status != "sat" or model is None:
                 return None
             feasible = [o for o in options if _holds(model, o[0])]
-        for at_top, rtype, name, order in feasible:
-            witness = self.confirm([*base, at_top], lambda o: o.matched(rule.id))
+        for at_top, rtype, name, order, top_region in feasible:
+            found = None
+            if granted is not None:
+                found = self.observe_point(
+                    self.space.meet(granted, top_region),
+                    lambda o: o.matched(rule.id),
+                )
+            witness = (
+                found[0]
+                if found is not None
+                else self.confirm([*base, at_top], lambda o: o.matched(rule.id))
+            )
             if witness is None:
                 return None
             label = order.labels[-1]

@@ -20,7 +20,7 @@ import attrs
 import z3
 
 from ripl import ir
-from ripl.analyze.encode import ModelValues, Vars
+from ripl.analyze.encode import ModelValues, Readable, Vars
 from ripl.decision import Decision, Outcome, combine
 from ripl.delegation import NO_CHAIN, Facts, check_chain, find_root
 from ripl.engine import Engine
@@ -73,9 +73,11 @@ class WitnessBuilder:
         return str(rank)
 
     def build(self, z3_model: z3.ModelRef) -> dict[str, Any]:
+        return self.build_from(ModelValues(z3_model, self.v.names))
+
+    def build_from(self, model: Readable) -> dict[str, Any]:
         v = self.v
         d = v.domain
-        model = ModelValues(z3_model, v.names)
         val = model.get
 
         ptype = d.types[val(v.ptype)]
@@ -149,7 +151,7 @@ class WitnessBuilder:
             request["entities"] = entities
         return request
 
-    def _ids(self, model: ModelValues) -> dict[str, str]:
+    def _ids(self, model: Readable) -> dict[str, str]:
         v = self.v
         ids: dict[str, str] = {}
         taken: set[str] = set()
@@ -183,7 +185,7 @@ class WitnessBuilder:
         entity = self._entity_def(typ) if typ else None
         return entity.attrs.get(first) if entity else None
 
-    def _attrs(self, model: ModelValues, slot: str, typ: str | None) -> dict[str, Any]:
+    def _attrs(self, model: Readable, slot: str, typ: str | None) -> dict[str, Any]:
         v = self.v
         out: dict[str, Any] = {}
         leaves: list[tuple[tuple[str, ...], Any]] = []
@@ -257,7 +259,7 @@ class WitnessBuilder:
         return specs
 
     def _present(
-        self, model: ModelValues, slot: str, path: tuple[str, ...], spec: ir.AttrSpec
+        self, model: Readable, slot: str, path: tuple[str, ...], spec: ir.AttrSpec
     ) -> bool:
         if not spec.optional:
             return True
@@ -271,7 +273,7 @@ class WitnessBuilder:
         path: tuple[str, ...],
         payload: Any,
         typ: ir.Type,
-        model: ModelValues,
+        model: Readable,
     ) -> None:
         target = out
         for name in field_path[:-1]:
@@ -320,7 +322,7 @@ class WitnessBuilder:
 
     def _chain(
         self,
-        model: ModelValues,
+        model: Readable,
         depth: int,
         roottype: str,
         root_id: str,
