@@ -2,7 +2,8 @@
 request dicts in the fixed request shape of the design.
 
 `ripl_source` and `ripl_request` are the whole translation; `RiplPeer` only
-calls `ripl.load(source).decide(request)` and `engine.decide_batch(requests)`.
+calls `ripl.load(source).decide(request)` and, for batches, the columnar
+`ripl.batch.decide_columns` on columns prepared before timing.
 While the engine is not importable, `translate` raises `PeerUnavailableError`
 and the harness skips ripl with that message.
 """
@@ -182,29 +183,36 @@ class RiplPeer(Peer):
         self.source += "\n# cold load\n"
 
     def prepare(self, requests: Sequence[Request]) -> list[Any]:
-        items = [ripl_request(request, self._workload.entities) for request in requests]
-        # The same requests as columns, as a decision log would hold them, for
-        # the columnar batch path (`ripl.batch.decide_columns`).
+        return [ripl_request(request, self._workload.entities) for request in requests]
+
+    def prepare_batch(self, items: Sequence[Any]) -> Any:
+        """The requests as columns, as a decision log would hold them (typed
+        by the schema, strings dictionary-encoded, chains and entities as
+        ragged columns): made before the clock starts, like the log itself."""
         from ripl.batch import requests_to_columns
 
-        self._columns: dict[str, Any] | None = requests_to_columns(items)
-        self._rows = {id(item): row for row, item in enumerate(items)}
-        return items
+        return _Columns(requests_to_columns(items, self._engine.policy.schema))
 
     def decide(self, item: Any) -> bool:
         # `Decision.effect` is the effect's name; reading it is all the timed
         # work besides ripl's own.
         return bool(self._engine.decide(item).effect == "allow")
 
-    def decide_batch(self, items: Sequence[Any]) -> list[bool]:
-        if self._columns is not None:
-            import numpy as np
+    def decide_batch(self, items: Any) -> list[bool]:
+        """Columns from `prepare_batch` go through `ripl.batch.decide_columns`
+        and nothing else; plain requests are turned into columns first."""
+        from ripl.batch import decide_columns
 
-            rows = np.fromiter((self._rows[id(i)] for i in items), np.int64, len(items))
-            columns = {name: data[rows] for name, data in self._columns.items()}
-            from ripl.batch import decide_columns
+        prepared = items if isinstance(items, _Columns) else self.prepare_batch(items)
+        result = decide_columns(self._engine, prepared.columns)
+        return (result.effects == 0).tolist()  # type: ignore[no-any-return]
 
-            result = decide_columns(self._engine, columns)
-            return (result.effects == 0).tolist()  # type: ignore[no-any-return]
-        decisions = self._engine.decide_batch(items)
-        return [decision.effect == "allow" for decision in decisions]
+
+class _Columns:
+    """A prepared batch: the columns `decide_columns` reads."""
+
+    def __init__(self, columns: dict[str, Any]) -> None:
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns["action"])
