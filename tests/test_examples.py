@@ -95,6 +95,7 @@ def test_examples_produce_all_four_effects() -> None:
     [
         "no_rule",
         "scope_not_delegated",
+        "scope_not_declared",
         "expired_link",
         "escalation",
         "error_in_rule",

@@ -18,7 +18,8 @@ from ripl.source import Span
 log = logging.getLogger(__name__)
 
 REASON_CODES = frozenset(
-    "no_rule matched scope_not_delegated expired_link revoked_link chain_widens "
+    "no_rule matched scope_not_delegated scope_not_declared expired_link "
+    "revoked_link chain_widens "
     "broken_chain malformed_link root_not_human agent_without_delegation "
     "escalation error_in_rule root_not_found bad_request policy_not_loaded".split()
 )
