@@ -38,10 +38,13 @@ def analyze(
     *,
     cache: SolverCache | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> list[Finding]:
     """Every finding, sorted by location; suppressed ones carry their reason
-    in `Finding.suppressed` and are still returned, so they can be listed."""
-    findings = Analysis(policy, cache=cache, progress=progress).run()
+    in `Finding.suppressed` and are still returned, so they can be listed.
+    Large policy sets are analyzed in up to `workers` processes (default:
+    the cores available); the findings do not depend on how many."""
+    findings = Analysis(policy, cache=cache, progress=progress, workers=workers).run()
     return apply_suppressions(policy, findings)
 
 

@@ -1147,6 +1147,8 @@ def _python(value: Any) -> Any:
 
 def literal_value(val: Any, model: z3.ModelRef) -> Any:
     """A z3 model value as a Python value (int, Fraction, str or bool)."""
+    if val.ctx is not model.ctx:
+        val = val.translate(model.ctx)
     value = model.eval(val, model_completion=True)
     if z3.is_true(value):
         return True

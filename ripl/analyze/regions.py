@@ -65,6 +65,10 @@ class Finite:
         assert isinstance(other, Finite)
         return not self.values.isdisjoint(other.values)
 
+    def within(self, other: Values) -> bool:
+        assert isinstance(other, Finite)
+        return self.values <= other.values
+
 
 @attrs.frozen
 class Ints:
@@ -114,6 +118,17 @@ class Ints:
                     return True
         return False
 
+    def within(self, other: Values) -> bool:
+        assert isinstance(other, Ints)
+        for lo, hi in self.intervals:
+            if not any(
+                (olo is None or (lo is not None and olo <= lo))
+                and (ohi is None or (hi is not None and hi <= ohi))
+                for olo, ohi in other.intervals
+            ):
+                return False
+        return True
+
 
 def _normal(items: Iterable[tuple[Bound, Bound]]) -> Intervals:
     ordered = sorted(items, key=lambda i: -math.inf if i[0] is None else i[0])
@@ -160,6 +175,9 @@ class Strings:
 
     def meets(self, other: Values) -> bool:
         return bool(self & other)
+
+    def within(self, other: Values) -> bool:
+        return not self - other
 
 
 ALL_STRINGS = Strings(False, frozenset())
@@ -287,7 +305,7 @@ class Space:
             mine = a.get(dim)
             if mine is None:
                 mine = self.universe(dim)
-            if mine - values:
+            if not mine.within(values):
                 return False
         return True
 

@@ -43,6 +43,7 @@ from ripl.analyze.encode import (
     scale_for,
 )
 from ripl.analyze.findings import KINDS, Finding, RuleRef, sort_findings
+from ripl.analyze.parallel import ChunkResult, plan_chunks, run_chunks
 from ripl.analyze.regions import BudgetError, Dim, Finite, Ints, Region, Space, pick
 from ripl.analyze.witness import FRESH_IDS, Observation, Observer, WitnessBuilder
 
@@ -78,16 +79,28 @@ def canonical(value: Any) -> Any:
         return tuple(canonical(v) for v in value)
     if isinstance(value, Mapping):
         return tuple(sorted((k, canonical(v)) for k, v in value.items()))
-    if attrs.has(type(value)):
+    names = _field_names(type(value))
+    if names is not None:
         return (
             type(value).__name__,
-            *(
-                canonical(getattr(value, f.name))
-                for f in attrs.fields(type(value))
-                if f.name != "span"
-            ),
+            *(canonical(getattr(value, name)) for name in names),
         )
     return repr(value)
+
+
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The fields `canonical` reads of an attrs class (all but the span);
+    None for other classes."""
+    if cls not in _FIELDS:
+        _FIELDS[cls] = (
+            tuple(f.name for f in attrs.fields(cls) if f.name != "span")
+            if attrs.has(cls)
+            else None
+        )
+    return _FIELDS[cls]
 
 
 class SolverCache:
@@ -108,6 +121,27 @@ class SolverCache:
 
     def put(self, key: tuple[str, ...], value: Any) -> None:
         self.answers[key] = value
+
+
+class CacheView(SolverCache):
+    """One chunk's view of a shared cache: reads fall through to the cache
+    as it was when the run began, and what the chunk adds stays here until
+    the run merges it, so no chunk sees another's answers (see
+    `parallel.py`)."""
+
+    def __init__(self, base: SolverCache) -> None:
+        super().__init__()
+        self.base = base
+
+    def get(self, key: tuple[str, ...]) -> Any:
+        found = self.answers.get(key)
+        if found is None:
+            found = self.base.answers.get(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
 
 
 def conjuncts(expr: ir.Expr | None) -> list[ir.Expr]:
@@ -176,10 +210,17 @@ class Analysis:
         cache: SolverCache | None = None,
         progress: Progress | None = None,
         timeout_ms: int = TIMEOUT_MS,
+        workers: int | None = None,
     ) -> None:
+        """`workers`: processes to analyze large policy sets with (None:
+        the cores available, capped by `RIPL_ANALYZE_WORKERS`); the findings
+        do not depend on it."""
         self.policy = policy
-        self.cache = cache if cache is not None else SolverCache()
+        self.shared_cache = cache if cache is not None else SolverCache()
+        self.cache: SolverCache = self.shared_cache
         self.progress = progress
+        self.workers = workers
+        self.timeout_ms = timeout_ms
         self.domain = build_domain([policy])
         self.v = Vars(self.domain, scale_for([policy]))
         self.encoder = Encoder(policy, self.v)
@@ -219,13 +260,14 @@ class Analysis:
         self.root_regions: dict[str, Region] = {}
         self._build_regions()
         self.root_index = ReachIndex([r.id for r in self.rules], self.root_reach)
-        closing = self.v.closing_axioms()
-        self.core = z3.Solver()
-        self.core.set("timeout", timeout_ms)
-        self.core.add(self.v.core_axioms(), closing)
-        self.full = z3.Solver()
-        self.full.set("timeout", timeout_ms)
-        self.full.add(self.v.axioms(), closing)
+        self.closing = self.v.closing_axioms()
+        self.core, self.full = self._solvers()
+        self.solve_ctx: z3.Context | None = None
+        self._label_variables()
+        self.chunks = plan_chunks(
+            [r.id for r in self.rules],
+            lambda rule_id: min(self.reach[rule_id].actions, default=""),
+        )
         self.builder = WitnessBuilder(self.v, (policy.schema,))
         self.observer = Observer(policy)
         self.unconfirmed = 0
@@ -238,6 +280,29 @@ class Analysis:
         )
 
     # ---- plumbing ---------------------------------------------------------------
+
+    def _solvers(self, ctx: z3.Context | None = None) -> tuple[z3.Solver, z3.Solver]:
+        """Fresh solvers, in `ctx` (default: the one the encoding lives in):
+        one with the core axioms, one with every axiom."""
+        out = []
+        for axioms in (self.v.core_axioms(), self.v.axioms()):
+            solver = z3.Solver(ctx=ctx)
+            solver.set("timeout", self.timeout_ms)
+            parts = [axioms, self.closing]
+            solver.add(*(p if ctx is None else p.translate(ctx) for p in parts))
+            out.append(solver)
+        return out[0], out[1]
+
+    def _label_variables(self) -> None:
+        """The variable of every required label attribute of a resource type,
+        made now, not when a blanket-grant question first reads it: the
+        witnesses a chunk builds must not depend on which chunks ran before
+        it in the same process."""
+        for rtype in sorted(self.domain.resources):
+            entity = self.policy.schema.entities.get(rtype)
+            for name, spec in entity.attrs.fields if entity else ():
+                if isinstance(spec.type, ir.LabelType) and not spec.optional:
+                    self.v.value("r", (name,), spec.type)
 
     def _principal_universe(self) -> frozenset[str]:
         """The principal types the core axioms admit: without a human type no
@@ -338,6 +403,8 @@ class Analysis:
         self.checks += 1
         # push/pop rather than assumptions: z3 keeps what it learns about
         # each assumption, and the solver slows down run after run.
+        if self.solve_ctx is not None:
+            formulas = tuple(f.translate(self.solve_ctx) for f in formulas)
         solver.push()
         try:
             solver.add(*formulas)
@@ -464,20 +531,63 @@ class Analysis:
 
     def run(self) -> list[Finding]:
         findings: list[Finding] = []
-        total = len(self.rules)
-        for done, rule in enumerate(self.rules, 1):
-            findings.extend(self.rule_findings(rule))
-            if self.progress is not None:
-                self.progress(done, total)
+        for result in run_chunks(self, self.workers, self.progress):
+            findings.extend(result.findings)
+            for key, value in result.answers:
+                self.shared_cache.put(key, value)
+            self.shared_cache.hits += result.hits
+            self.shared_cache.misses += result.misses
+            self.checks += result.checks
+            self.unconfirmed += result.unconfirmed
+            self.point_misses += result.point_misses
         log.debug(
             "analysis: %d findings, cache %d hits / %d misses, %d "
             "unconfirmed witnesses",
             len(findings),
-            self.cache.hits,
-            self.cache.misses,
+            self.shared_cache.hits,
+            self.shared_cache.misses,
             self.unconfirmed,
         )
         return sort_findings(findings)
+
+    def run_chunk(self, index: int, *, report: bool) -> ChunkResult:
+        """The findings about one chunk's rules, from fresh solvers and a
+        fresh view of the cache, and when there are several chunks in a
+        fresh z3 context too, so they do not depend on where or after what
+        the chunk runs (z3's models depend on every term a context has
+        seen). A lone chunk uses the context the encoding lives in, as a
+        run without chunks would. `report`: call `progress` (not in a
+        worker)."""
+        saved = (self.checks, self.unconfirmed, self.point_misses)
+        solvers = (self.core, self.full)
+        self.checks = self.unconfirmed = self.point_misses = 0
+        view = CacheView(self.shared_cache)
+        self.cache = view
+        self.solve_ctx = z3.Context() if len(self.chunks) > 1 else None
+        self.core, self.full = self._solvers(self.solve_ctx)
+        offset = sum(len(c) for c in self.chunks[:index])
+        total = len(self.rules)
+        findings: list[Finding] = []
+        try:
+            for done, rule_id in enumerate(self.chunks[index], offset + 1):
+                findings.extend(self.rule_findings(self.by_id[rule_id]))
+                if report and self.progress is not None:
+                    self.progress(done, total)
+            return ChunkResult(
+                tuple(findings),
+                tuple(view.answers.items()),
+                view.hits,
+                view.misses,
+                self.checks,
+                self.unconfirmed,
+                self.point_misses,
+                len(self.chunks[index]),
+            )
+        finally:
+            self.cache = self.shared_cache
+            self.solve_ctx = None
+            self.core, self.full = solvers
+            self.checks, self.unconfirmed, self.point_misses = saved
 
     def rule_findings(self, rule: ir.Rule) -> list[Finding]:
         terms = self.own[rule.id]
@@ -1184,6 +1294,8 @@ class Analysis:
 
 
 def _holds(model: z3.ModelRef, term: z3.BoolRef) -> bool:
+    if term.ctx is not model.ctx:
+        term = term.translate(model.ctx)
     return bool(z3.is_true(model.eval(term, model_completion=True)))
 
 
@@ -1201,8 +1313,9 @@ def analyze_policy(
     *,
     cache: SolverCache | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> list[Finding]:
-    return Analysis(policy, cache=cache, progress=progress).run()
+    return Analysis(policy, cache=cache, progress=progress, workers=workers).run()
 
 
 def rules_of(findings: Iterable[Finding]) -> set[str]:
