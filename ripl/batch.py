@@ -382,6 +382,9 @@ def _text(data: Any, size: int = 0) -> Text:
     if isinstance(data, Coded):
         inner = _text(data.values)
         codes = data.codes
+        if not (inner.none.any() or inner.bad.any()):  # the usual dictionary
+            plain = np.zeros(len(codes), dtype=bool)
+            return Text(None, codes < 0, plain, codes, inner.values)
         none = np.concatenate([inner.none, [True]])[codes]
         bad = np.concatenate([inner.bad, [False]])[codes]
         return Text(None, none, bad, np.where(none | bad, -1, codes), inner.values)
@@ -433,11 +436,16 @@ class Vocabulary:
         self.table[slots] = np.arange(len(self.names))
         self.hashes = hashes
 
-    def codes(self, text: Text) -> IntArray:
-        """Each string's code, -1 for a name not declared (or no string)."""
+    def codes(self, text: Text, unknown: bool = False) -> IntArray:
+        """Each string's code, -1 for a name not declared (or no string);
+        with `unknown`, another string's code is its own past the names'."""
         if text.codes is not None:
             assert text.unique is not None
-            known = [self.code.get(u, -1) for u in text.unique.tolist()]
+            size = len(self.names)
+            known = [
+                self.code.get(u, size + i if unknown else -1)
+                for i, u in enumerate(text.unique.tolist())
+            ]
             out: IntArray = np.array(known + [-1], dtype=np.int64)[text.codes]
             return out
         values = text.values
@@ -455,12 +463,18 @@ class Vocabulary:
     def factor(self, text: Text) -> IntArray:
         """Codes, with a code of its own past the declared ones for every
         other string, so two unknown names never compare equal by code."""
-        codes = self.codes(text)
-        unknown = np.flatnonzero(codes < 0)
+        codes = self.codes(text, unknown=True)
+        missing = text.none | text.bad
+        unknown = np.flatnonzero((codes < 0) & ~missing)
         if len(unknown):
             _, inverse = np.unique(text.values[unknown], return_inverse=True)
             codes[unknown] = len(self.names) + inverse.reshape(-1)
+        codes[missing] = NO_CODE
         return codes
+
+
+NO_CODE = 1 << 40
+"""The code `factor` gives a missing name or a value that is not a string."""
 
 
 def _collide(hashes: npt.NDArray[np.uint64], size: int) -> bool:
@@ -500,6 +514,11 @@ def _codes_by_sorting(
 def _ids_bad(text: Text) -> BoolArray:
     """An entity id must be a string of at most `MAX_ID_LENGTH` characters."""
     bad = text.none | text.bad
+    if text.codes is not None and text.unique is not None:
+        if text.unique.dtype.itemsize // 4 > MAX_ID_LENGTH:
+            long = np.strings.str_len(text.unique) > MAX_ID_LENGTH
+            bad = bad | np.concatenate([long, [False]])[text.codes]
+        return bad
     if text.values.dtype.itemsize // 4 > MAX_ID_LENGTH:
         bad = bad | (np.strings.str_len(text.values) > MAX_ID_LENGTH)
     return bad
@@ -778,6 +797,9 @@ def _cells(spec: CellSpec, data: Any, schema: ir.Schema) -> npt.NDArray[np.int32
         out = _string_cells(spec, data)
     elif spec.kind == "label":
         out = _label_cells(spec, data, schema)
+    elif spec.kind == "bool":
+        false, true = spec.exact(False), spec.exact(True)
+        out = np.where(data, np.int32(true), np.int32(false))
     else:
         out = _integer_cells(spec, data.astype(np.int64))
     if mask is not None:
@@ -957,6 +979,8 @@ class BucketArrays:
     table_offset: IntArray
     tables: npt.NDArray[np.uint64]
     ranks: npt.NDArray[np.uint32]  # bucket, rank, lane
+    narrow: npt.NDArray[np.uint32]  # bucket, rank (lane 0; for one-lane buckets)
+    whole: npt.NDArray[np.uint64]  # one lane's slots, as clear and as sound
 
 
 _Atom: TypeAlias = tuple[int, int, int, bool]
@@ -1014,6 +1038,7 @@ class Plan:
             else None
         )
         self._action_tests: dict[frozenset[str], BoolArray] = {}
+        self._declares: dict[int, BoolArray] = {}
         self._covers: BoolArray | None = None
 
     # ---- attributes and their constants
@@ -1247,6 +1272,19 @@ class Plan:
 
     # ---- names
 
+    def declares(self, spec: CellSpec) -> BoolArray:
+        """Per type code (and one past them): does the type declare the
+        attribute with the spec's type."""
+        found = self._declares.get(id(spec))
+        if found is None:
+            entities = self.schema.entities
+            flags = []
+            for name in self.types:
+                declared = entities[name].attrs.get(spec.name)
+                flags.append(declared is not None and declared.type == spec.type)
+            found = self._declares[id(spec)] = np.array(flags + [False])
+        return found
+
     def action_test(self, actions: frozenset[str]) -> BoolArray:
         """Per action code: does `action in actions` hold."""
         found = self._action_tests.get(actions)
@@ -1319,7 +1357,15 @@ def _bucket_arrays(parts: Sequence[Part]) -> BucketArrays:
         table_offset=np.cumsum(sizes) - sizes,
         tables=np.concatenate(tables + [_NO_WORDS]),
         ranks=ranks,
+        narrow=np.ascontiguousarray(ranks[:, :, 0]),
+        whole=_doubled(np.bitwise_or.reduce(ranks[:, :, 0], axis=1)),
     )
+
+
+def _doubled(lane: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64]:
+    wide = lane.astype(np.uint64)
+    out: npt.NDArray[np.uint64] = wide | (wide << np.uint64(32))
+    return out
 
 
 _NO_INT32 = np.zeros(0, dtype=np.int32)
@@ -1900,6 +1946,16 @@ class Entities:
     def _text(self, name: str) -> Text:
         """A text field of every entity, the one at position -1 missing."""
         parts = [_text(fields.get(name), size) for _, fields, size in self._pieces]
+        if len(parts) == 1 and parts[0].codes is not None:  # stays encoded
+            only = parts[0]
+            assert only.codes is not None
+            return Text(
+                None,
+                np.append(only.none, True),
+                np.append(only.bad, False),
+                np.append(only.codes, -1),
+                only.unique,
+            )
         parts.append(_text(None, 1))
         values = [part.values for part in parts]
         return Text(
@@ -2496,10 +2552,15 @@ class Verdicts:
         for at, bucket, member in self._tables:
             keep = chosen[at]
             masks = np.where(keep[:, None], member, np.uint32(0)).astype("<u4")
-            bits = np.unpackbits(
-                masks.view(np.uint8).reshape(len(at), -1), axis=1, bitorder="little"
-            )
-            row, bit = np.divmod(np.flatnonzero(bits.view(bool)), bits.shape[1])
+            octets = masks.view(np.uint8).ravel()
+            some = np.flatnonzero(octets)
+            value = octets[some]
+            count = _BYTE_BITS[value]
+            bit = _BYTE_POSITIONS[_ranges(_BYTE_START[value], count)]
+            position = np.repeat(some, count)
+            per_row = masks.shape[1] * 4
+            row = position // per_row
+            bit = bit + 8 * (position % per_row)
             rows.append(at[row])
             slot = parts.slot_start[bucket[row]] + bit
             rules.append(parts.slot_rule[slot].astype(np.int64))
@@ -2512,6 +2573,14 @@ class Verdicts:
             order = np.argsort(row_of, kind="stable")
             row_of, rule_of = row_of[order], rule_of[order]
         return row_of, rule_of
+
+
+_BYTE_BITS = np.array([bin(v).count("1") for v in range(256)], dtype=np.int64)
+_BYTE_START = np.cumsum(_BYTE_BITS) - _BYTE_BITS
+_BYTE_POSITIONS = np.array(
+    [bit for v in range(256) for bit in range(8) if v >> bit & 1], dtype=np.int64
+)
+"""For each byte value: how many bits are set, and which (from the lowest)."""
 
 
 class Evaluation:
@@ -2530,7 +2599,7 @@ class Evaluation:
         self.entities = entities
         self.chains = chains
         self.layout = layout
-        self._cells: dict[tuple[str, CellSpec], Any] = {}
+        self._cells: dict[tuple[str, int], Any] = {}
         self.failed_columns: list[int] = []
         self.slow_rows = np.zeros(0, dtype=np.int64)
 
@@ -2565,13 +2634,62 @@ class Evaluation:
         flat = cells.ravel()
         entry = parts.table_offset[read] + flat[read_column * size + read_row] + 1
         ends = np.cumsum(count)
-        for width in np.unique(lanes[tabled]).tolist():
-            group = np.flatnonzero(lanes[tabled] == width)
-            self._tabled(verdicts, bucket, tabled, group, count, ends, entry, width)
+        widths = lanes[tabled]
+        if len(tabled) and widths.min() == widths.max() == 1:
+            self._one_lane(verdicts, bucket[tabled], tabled, count, entry)
+        else:
+            for width in np.unique(widths).tolist():
+                group = np.flatnonzero(widths == width)
+                self._tabled(verdicts, bucket, tabled, group, count, ends, entry, width)
         if len(tested):
             cell = flat[atom_column * size + atom_row]
             self._tested(verdicts, bucket, tested, atom, atom_row, cell)
         return verdicts
+
+    def _one_lane(
+        self,
+        verdicts: Verdicts,
+        b: IntArray,
+        at: IntArray,
+        counts: IntArray,
+        entry: IntArray,
+    ) -> None:
+        """`_tabled` for buckets of at most 32 rules (every bucket, for most
+        policy sets): one 64-bit word per read, clear below and sound above."""
+        parts = verdicts.parts
+        both = parts.whole[b]
+        has = counts > 0
+        if len(entry):
+            starts = np.cumsum(counts) - counts
+            found = np.bitwise_and.reduceat(parts.tables[entry], starts[has])
+            both[has] = found
+        clear = both.astype(np.uint32)
+        sound = (both >> np.uint64(32)).astype(np.uint32)
+        matched = clear & sound
+        erring = clear ^ matched
+        ranks = parts.narrow[b]
+        denies = matched & ranks[:, 3]
+        steps = matched & ranks[:, 2]
+        restricts = matched & ranks[:, 1]
+        allows = matched & ranks[:, 0]
+        best = np.where(
+            denies != 0,
+            3,
+            np.where(steps != 0, 2, np.where(restricts != 0, 1, (allows != 0) - 1)),
+        )
+        block = erring & (ranks[:, 1] | ranks[:, 2] | ranks[:, 3])
+        win = np.where(
+            denies != 0,
+            denies,
+            np.where(steps != 0, steps, np.where(restricts != 0, restricts, allows)),
+        )
+        blocked = block != 0
+        member = np.where(blocked, block | denies, win)
+        verdicts.best[at] = best
+        verdicts.blocking[at] = np.bitwise_count(block)
+        verdicts.winners[at] = np.bitwise_count(win)
+        verdicts.effect[at] = np.where(blocked | (best < 0), DENY, best)
+        verdicts._tables.append((at, b, member[:, None]))
 
     def _tabled(
         self,
@@ -2699,9 +2817,10 @@ class Evaluation:
     # ---- cells of one column over the evaluated rows
 
     def _source_cells(self, spec: CellSpec, key: str, data: Any) -> Any:
-        found = self._cells.get((key, spec))
+        memo = (key, id(spec))  # a spec's hash would walk all its constants
+        found = self._cells.get(memo)
         if found is None:
-            found = self._cells[(key, spec)] = _cells(spec, data, self.plan.schema)
+            found = self._cells[memo] = _cells(spec, data, self.plan.schema)
         return found
 
     def _spec_cells(self, spec: CellSpec) -> npt.NDArray[np.int32]:
@@ -2716,8 +2835,12 @@ class Evaluation:
         else:
             out = self._source_cells(spec, name, data)[layout.src]
         if spec.root == "principal":  # a root's attributes are its entity's
-            roots = layout.is_root
-            out[roots] = self.entities.cells(spec)[layout.entity[roots]]
+            declares = self.plan.declares(spec)
+            roots = (
+                layout.is_root & declares[np.minimum(layout.ptype, len(declares) - 1)]
+            )
+            if roots.any():
+                out[roots] = self.entities.cells(spec)[layout.entity[roots]]
         return out
 
     def _derived_cells(self, spec: Derived) -> npt.NDArray[np.int32]:
