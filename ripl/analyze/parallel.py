@@ -119,16 +119,18 @@ def run_chunks(
     analysis: Chunked,
     workers: int | None,
     progress: Callable[[int, int], None] | None = None,
-) -> list[ChunkResult]:
-    """Every chunk's result, in chunk order."""
+) -> tuple[list[ChunkResult], int]:
+    """Every chunk's result, in chunk order, and how many processes ran
+    them."""
     total = sum(len(c) for c in analysis.chunks)
     count = worker_count(workers, len(analysis.chunks))
     if count > 1:
         try:
-            return _run_parallel(analysis, count, total, progress)
+            return _run_parallel(analysis, count, total, progress), count
         except OSError as exc:  # no processes to be had: fall back
             log.warning("analyzing in one process: %s", exc)
-    return [analysis.run_chunk(i, report=True) for i in range(len(analysis.chunks))]
+    indices = range(len(analysis.chunks))
+    return [analysis.run_chunk(i, report=True) for i in indices], 1
 
 
 def _run_parallel(

@@ -272,6 +272,7 @@ class Analysis:
         self.observer = Observer(policy)
         self.unconfirmed = 0
         self.point_misses = 0
+        self.processes = 0
         self.checks = 0
         self._overlapping: dict[tuple[str, bool], list[ir.Rule]] = {}
         self._not_matches: dict[str, z3.BoolRef] = {}
@@ -531,7 +532,8 @@ class Analysis:
 
     def run(self) -> list[Finding]:
         findings: list[Finding] = []
-        for result in run_chunks(self, self.workers, self.progress):
+        results, self.processes = run_chunks(self, self.workers, self.progress)
+        for result in results:
             findings.extend(result.findings)
             for key, value in result.answers:
                 self.shared_cache.put(key, value)
