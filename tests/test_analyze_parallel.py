@@ -4,6 +4,7 @@ falls back to one process when forking is not possible or not safe."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from typing import Any
 
@@ -23,6 +24,10 @@ context { anomaly: decimal }
 """
 
 LABELS = ["public", "internal", "confidential", "restricted"]
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(),
+    reason="worker processes are forked",
+)
 
 
 def policy_text(count: int) -> str:
@@ -54,6 +59,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "CHUNK_RULES", 12)
 
 
+@needs_fork
 def test_findings_are_the_same_in_one_process_and_in_two(
     small_chunks: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,3 +156,17 @@ def test_one_process_when_forking_is_unavailable(
     assert worker_count(2, 8) == 1
     policy = ripl.load_policy(text=policy_text(30), name="many.ripl")
     assert Analysis(policy, workers=2).run() == Analysis(policy, workers=1).run()
+
+
+def _count_in_daemon(queue: Any) -> None:
+    queue.put(worker_count(2, 8))
+
+
+@needs_fork
+def test_one_process_inside_a_daemonic_worker() -> None:
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=_count_in_daemon, args=(queue,), daemon=True)
+    process.start()
+    assert queue.get(timeout=30) == 1
+    process.join(timeout=30)

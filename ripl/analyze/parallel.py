@@ -77,7 +77,8 @@ def plan_chunks(
 def worker_count(requested: int | None, chunks: int) -> int:
     """How many processes to use: the request (or the environment's cap,
     or the cores this process may use), never more than the chunks, and
-    one when forking is unavailable or unsafe."""
+    one when forking is unavailable or unsafe, or this process is itself a
+    daemonic worker."""
     if chunks <= 1:
         return 1
     if requested is None:
@@ -90,6 +91,8 @@ def worker_count(requested: int | None, chunks: int) -> int:
     if threading.active_count() > 1:
         log.debug("other threads are running: analyzing in one process")
         return 1
+    if multiprocessing.current_process().daemon:
+        return 1  # a daemonic worker may not start processes of its own
     return min(requested, chunks)
 
 
