@@ -441,24 +441,32 @@ class Vocabulary:
         with `unknown`, another string's code is its own past the names'."""
         if text.codes is not None:
             assert text.unique is not None
-            size = len(self.names)
-            known = [
-                self.code.get(u, size + i if unknown else -1)
-                for i, u in enumerate(text.unique.tolist())
-            ]
-            out: IntArray = np.array(known + [-1], dtype=np.int64)[text.codes]
+            unique = text.unique
+            if len(unique) >= 64 and self.exact and self.names:
+                known = self._lookup(unique)
+            else:
+                known = np.array([self.code.get(u, -1) for u in unique.tolist()])
+            if unknown:  # each other dictionary value is a name of its own
+                known = np.where(
+                    known < 0, len(self.names) + np.arange(len(known)), known
+                )
+            out: IntArray = np.append(known, -1)[text.codes]
             return out
         values = text.values
         if len(values) < 64 or not self.exact or not self.names:
             found = _codes_by_sorting(values, self.code)
         else:
-            hashes = _hash(values)
-            mask = np.uint64(len(self.table) - 1)
-            slot = self.table[(hashes & mask).astype(np.int64)]
-            at = np.maximum(slot, 0)
-            hit = (slot >= 0) & (self.hashes[at] == hashes) & (self.array[at] == values)
-            found = np.where(hit, at, -1)
+            found = self._lookup(values)
         return np.where(text.none | text.bad, -1, found)
+
+    def _lookup(self, values: npt.NDArray[np.str_]) -> IntArray:
+        hashes = _hash(values)
+        mask = np.uint64(len(self.table) - 1)
+        slot = self.table[(hashes & mask).astype(np.int64)]
+        at = np.maximum(slot, 0)
+        hit = (slot >= 0) & (self.hashes[at] == hashes) & (self.array[at] == values)
+        out: IntArray = np.where(hit, at, -1)
+        return out
 
     def factor(self, text: Text) -> IntArray:
         """Codes, with a code of its own past the declared ones for every
@@ -522,6 +530,58 @@ def _ids_bad(text: Text) -> BoolArray:
     if text.values.dtype.itemsize // 4 > MAX_ID_LENGTH:
         bad = bad | (np.strings.str_len(text.values) > MAX_ID_LENGTH)
     return bad
+
+
+Hashes: TypeAlias = npt.NDArray[np.uint64]
+"""Ids as 64-bit hashes: equal exactly when the ids are, once `_hash_ids`
+has found no two different ids of the batch with one hash."""
+
+
+def _empty(text: Text) -> BoolArray:
+    if text.codes is not None and text.unique is not None:
+        found: BoolArray = np.append(text.unique == "", False)[text.codes]
+        return found
+    out: BoolArray = text.values == ""
+    return out
+
+
+def _text_hashes(text: Text) -> tuple[Hashes, npt.NDArray[np.str_], Hashes]:
+    """Each value's hash, and the distinct strings with their hashes."""
+    if text.codes is not None and text.unique is not None:
+        unique = text.unique
+        hashes = _hash(unique)
+        return np.append(hashes, np.uint64(0))[text.codes], unique, hashes
+    hashes = _hash(text.values)
+    return hashes, text.values, hashes
+
+
+def _hash_ids(rows: Rows, entities: Entities, chains: Chains) -> bool:
+    """Give every id of the batch its hash, so that ids compare as numbers;
+    False when two different strings share a hash (then nothing here may
+    compare ids by hash)."""
+    places: list[tuple[Any, str, Text]] = [
+        (rows, "pid", rows.texts["pid"]),
+        (rows, "rid", rows.texts["rid"]),
+        (rows, "owner_id", rows.texts["owner_id"]),
+        (entities, "id", entities.texts["id"]),
+        (entities, "owner_id", entities.texts["owner_id"]),
+        (chains, "source_id", chains.texts["source_id"]),
+        (chains, "target_id", chains.texts["target_id"]),
+    ]
+    strings, hashes = [], []
+    for owner, name, text in places:
+        each, unique, unique_hashes = _text_hashes(text)
+        setattr(owner, name, each)
+        strings.append(unique)
+        hashes.append(unique_hashes)
+    every = np.concatenate(hashes)
+    order = np.argsort(every, kind="stable")
+    ranked = every[order]
+    twins = np.flatnonzero(ranked[1:] == ranked[:-1])
+    if not len(twins):
+        return True
+    names = np.concatenate(strings)
+    return bool((names[order[twins]] == names[order[twins + 1]]).all())
 
 
 # ---- timestamps --------------------------------------------------------------
@@ -1716,14 +1776,14 @@ class Rows:
     action: IntArray
     ptype: IntArray
     rtype: IntArray
-    pid: npt.NDArray[np.str_]
-    rid: npt.NDArray[np.str_]
+    texts: dict[str, Text]  # principal, resource and owner ids; owner type
     owner: IntArray  # the principal's owner's type code
-    owner_type: npt.NDArray[np.str_]
-    owner_id: npt.NDArray[np.str_]
     owner_none: BoolArray
     now: IntArray
     now_none: BoolArray
+    pid: Hashes = attrs.field(init=False)  # ids, once `_hash_ids` has run
+    rid: Hashes = attrs.field(init=False)
+    owner_id: Hashes = attrs.field(init=False)
 
 
 def _rows(plan: Plan, arrays: Mapping[str, Any], n: int) -> Rows:
@@ -1741,7 +1801,6 @@ def _rows(plan: Plan, arrays: Mapping[str, Any], n: int) -> Rows:
     slow |= plan.kind[np.minimum(ptype, len(plan.types))] == 0  # not an identity
     pid, rid = _text(arrays["principal.id"]), _text(arrays["resource.id"])
     slow |= _ids_bad(pid) | _ids_bad(rid)
-    slow |= (ptype == rtype) & (pid.values == rid.values)  # reads itself
     owner = _text(arrays.get("owner.type"), n)
     owner_id = _text(arrays.get("owner.id"), n)
     # `request_of_row` gives an owner where `owner.type` is not None.
@@ -1757,11 +1816,8 @@ def _rows(plan: Plan, arrays: Mapping[str, Any], n: int) -> Rows:
         acode,
         ptype,
         rtype,
-        pid.values,
-        rid.values,
+        {"pid": pid, "rid": rid, "owner_id": owner_id, "owner_type": owner},
         plan.type_names.factor(owner),
-        owner.values,
-        owner_id.values,
         owner.none,
         now,
         now_none,
@@ -1895,8 +1951,8 @@ class Entities:
         legacy = self._legacy(arrays, rows)
         if len(legacy):
             fields = {
-                "type": rows.owner_type[legacy],
-                "id": rows.owner_id[legacy],
+                "type": rows.texts["owner_type"].values[legacy],
+                "id": rows.texts["owner_id"].values[legacy],
             }
             for name, data in arrays.items():
                 if name.startswith("owner.attrs."):
@@ -1917,17 +1973,18 @@ class Entities:
         owner_type = self._text("owner.type")
         owner_id = self._text("owner.id")
         self.code = plan.type_names.factor(type_)
-        self.id = ident.values
+        self.texts = {"id": ident, "owner_id": owner_id}
         self.owner = plan.type_names.factor(owner_type)
-        self.owner_id = owner_id.values
         self.owner_none = owner_type.none & owner_id.none
         bad = type_.none | type_.bad | (self.code >= len(plan.types)) | _ids_bad(ident)
         bad |= ~self.owner_none & (
             owner_type.none | owner_type.bad | owner_id.none | owner_id.bad
         )
         self.pad = self._layout(n)
-        self._check(rows, bad)
+        self.bad = bad
         self._attrs: dict[str, Any] = {}
+        self.id: Hashes = np.zeros(0, dtype=np.uint64)  # set by `_hash_ids`
+        self.owner_id: Hashes = self.id
 
     @staticmethod
     def _legacy(arrays: Mapping[str, Any], rows: Rows) -> IntArray:
@@ -1995,9 +2052,10 @@ class Entities:
             pad[sorted_rows, np.arange(flat) - starts[sorted_rows]] = order
         return pad
 
-    def _check(self, rows: Rows, bad: BoolArray) -> None:
+    def check(self, rows: Rows) -> None:
         """A row with a malformed or repeated entity is a bad request; one that
         lists its principal or resource merges attributes: both go one by one."""
+        bad = self.bad
         pad = self.pad
         width = pad.shape[1]
         code, ident = self.code, self.id
@@ -2114,7 +2172,6 @@ class Chains:
         self.valid = np.arange(width)[None, :] < self.count[:, None]
         starts = data.offsets[self.rows]
         self.pad = np.where(self.valid, starts[:, None] + np.arange(width), -1)
-        self._check(rows, leeway)
 
     def _links(
         self, data: Ragged, rows: Rows, leeway: int, counts: IntArray, engine: Any
@@ -2129,7 +2186,7 @@ class Chains:
 
         ident, purpose = text("id"), text("purpose")
         ends = [text(name) for name in ("from.type", "from.id", "to.type", "to.id")]
-        bad = ident.none | ident.bad | (ident.values == "") | purpose.bad
+        bad = ident.none | ident.bad | _empty(ident) | purpose.bad
         for end in ends:
             bad |= end.none | end.bad
         expires, expires_none, expires_bad = _times(fields.get("expires"), size)
@@ -2157,22 +2214,28 @@ class Chains:
         rows.slow |= np.bincount(link_row, weights=bad, minlength=rows.n) > 0
         rows.slow |= (counts > 0) & rows.now_none
         self.source = self.plan.type_names.factor(ends[0])
-        self.source_type = ends[0].values
-        self.target_type = ends[2].values
-        self.source_id = ends[1].values
         self.target = self.plan.type_names.factor(ends[2])
-        self.target_id = ends[3].values
+        self.texts = dict(
+            zip(
+                ("source_type", "source_id", "target_type", "target_id"),
+                ends,
+                strict=True,
+            )
+        )
+        self.source_id: Hashes = np.zeros(0, dtype=np.uint64)  # set by `_hash_ids`
+        self.target_id: Hashes = self.source_id
         self.expires, self.not_before = expires, not_before
         self.has_not_before = ~before_none
         self.purpose, self.has_purpose = purpose.values, ~purpose.none
         wanted = ~rows.slow[link_row]
-        revoked = _revoked(engine, self, ident.values, wanted, fields)
+        revoked = _revoked(engine, self, ident, wanted)
         if revoked is None:  # no way to ask: every chain one by one
             rows.slow |= counts > 0
             revoked = np.zeros(size, dtype=bool)
         self.link_revoked = revoked
 
-    def _check(self, rows: Rows, leeway: int) -> None:
+    def check(self, rows: Rows, leeway: int) -> None:
+        """Every check, once ids are hashed (`_hash_ids`)."""
         pad, valid, width = self.pad, self.valid, self.width
         chained = self.rows
         count = len(chained)
@@ -2219,7 +2282,7 @@ class Chains:
             self.bits.any(axis=1) | self.not_human | self.end | self.outside.any(axis=1)
         )
         self.root = source[:, 0] if width else np.zeros(0, dtype=np.int64)
-        self.root_id = source_id[:, 0] if width else np.zeros(0, dtype=str)
+        self.root_id = source_id[:, 0] if width else np.zeros(0, dtype=np.uint64)
         self._source, self._target = source, target
 
     def _entries(self, links: IntArray) -> tuple[IntArray, IntArray]:
@@ -2316,29 +2379,33 @@ _UNSET: Any = object()
 
 
 def _revoked(
-    engine: Any,
-    chains: Chains,
-    ids: npt.NDArray[np.str_],
-    wanted: BoolArray,
-    fields: Mapping[str, Any],
+    engine: Any, chains: Chains, text: Text, wanted: BoolArray
 ) -> BoolArray | None:
     """Which links the engine counts as revoked (only `wanted` ones are
     asked), or None when it cannot be asked."""
     found = _revoked_ids(engine)
+    size = len(text.none)
     if found is not None:
         if not found:
-            return np.zeros(len(ids), dtype=bool)
-        return np.isin(ids, np.array(sorted(found), dtype=str))
+            return np.zeros(size, dtype=bool)
+        revoked = np.array(sorted(found), dtype=str)
+        if text.codes is not None and text.unique is not None:
+            hit = np.append(np.isin(text.unique, revoked), False)
+            out: BoolArray = hit[text.codes]
+            return out
+        return np.isin(text.values, revoked)
+    ids = text.values
     is_revoked = getattr(engine, "is_revoked", None)
     if not callable(is_revoked):
         return None
     out = np.zeros(len(ids), dtype=bool)
+    texts = {name: found.values for name, found in chains.texts.items()}
     for k in np.flatnonzero(wanted).tolist():
         link = Link(
             0,
             str(ids[k]),
-            intern_ref(str(chains.source_type[k]), str(chains.source_id[k])),
-            intern_ref(str(chains.target_type[k]), str(chains.target_id[k])),
+            intern_ref(str(texts["source_type"][k]), str(texts["source_id"][k])),
+            intern_ref(str(texts["target_type"][k]), str(texts["target_id"][k])),
             (),
             _EPOCH + timedelta(microseconds=int(chains.expires[k])),
             None,
@@ -2379,7 +2446,7 @@ class Roots:
     has: BoolArray
     missing: BoolArray
     code: IntArray
-    id: npt.NDArray[np.str_]
+    id: Hashes
     entity: IntArray
 
 
@@ -2390,16 +2457,7 @@ def _roots(
     has = np.zeros(n, dtype=bool)
     missing = np.zeros(n, dtype=bool)
     code = np.zeros(n, dtype=np.int64)
-    width = (
-        max(
-            chains.root_id.dtype.itemsize,
-            rows.owner_id.dtype.itemsize,
-            entities.owner_id.dtype.itemsize,
-            4,
-        )
-        // 4
-    )
-    ident = np.zeros(n, dtype=f"<U{width}")
+    ident = np.zeros(n, dtype=np.uint64)
     chained = chains.rows[live[chains.rows]]
     at = chains.index[chained]
     code[chained] = chains.root[at]
@@ -2411,13 +2469,12 @@ def _roots(
     kind = plan.kind[np.minimum(rows.ptype, types)]
     owned = np.flatnonzero(live & (chains.index < 0) & (kind == 3))
     _walk_owners(plan, rows, entities, owned, has, missing, code, ident)
-    ident_text = ident
     entity = np.full(n, -1, dtype=np.int64)
     found = np.flatnonzero(has)
-    entity[found] = entities.find(found, code[found], ident_text[found])
+    entity[found] = entities.find(found, code[found], ident[found])
     # A resource that is the root reads the root's attributes there.
-    rows.slow |= has & (rows.rtype == code) & (rows.rid == ident_text)
-    return Roots(has, missing, code, ident_text, entity)
+    rows.slow |= has & (rows.rtype == code) & (rows.rid == ident)
+    return Roots(has, missing, code, ident, entity)
 
 
 def _walk_owners(
@@ -2428,7 +2485,7 @@ def _walk_owners(
     has: BoolArray,
     missing: BoolArray,
     code: IntArray,
-    ident: npt.NDArray[np.str_],
+    ident: Hashes,
 ) -> None:
     """`find_root` for rows without a chain: owners are followed through
     `entities` until a human, every row one step at a time."""
@@ -3032,7 +3089,13 @@ def _vectorized(
     assert isinstance(leeway, Duration)
     rows = _rows(plan, arrays, n)
     entities = Entities(plan, arrays, rows)
-    chains = Chains(plan, engine, arrays, rows, leeway.seconds * 1_000_000)
+    micros = leeway.seconds * 1_000_000
+    chains = Chains(plan, engine, arrays, rows, micros)
+    if not _hash_ids(rows, entities, chains):  # two ids hash alike: no shortcut
+        rows.slow[:] = True
+    rows.slow |= (rows.ptype == rows.rtype) & (rows.pid == rows.rid)  # reads itself
+    entities.check(rows)
+    chains.check(rows, micros)
     kind = plan.kind[np.minimum(rows.ptype, len(plan.types))]
     agent = ~rows.slow & (chains.index < 0) & (kind == 2)
     failed = np.zeros(n, dtype=bool)
