@@ -243,10 +243,10 @@ class EntityDecl:
     owners: tuple[Ident, ...]
     attrs: tuple[AttrDecl, ...]
     annotations: tuple[Annotation, ...]
-    span: Span = _span
     # `scopes a, b`: the actions and groups an identity of this type may ever
     # act within; None when the declaration states none.
-    scopes: tuple[Dotted, ...] | None = None
+    scopes: tuple[Dotted, ...] | None
+    span: Span = _span
 
 
 @attrs.frozen

@@ -141,10 +141,10 @@ class EntityDef:
     kind: str | None  # None for a plain resource type
     owners: frozenset[str]
     attrs: RecordType
-    span: Span = _hidden()
     # The declared ceiling: actions and groups this identity may act within
     # (each covers the actions under it); None when none is declared.
-    scopes: frozenset[str] | None = None
+    scopes: frozenset[str] | None
+    span: Span = _hidden()
 
     def may_act(self, action: str) -> bool:
         """Whether `action` lies within the declared scopes (or none are)."""

@@ -542,8 +542,8 @@ class _Builder:
             owners,
             attrs_,
             annotations,
-            self._join(first, last),
             scopes,
+            self._join(first, last),
         )
 
     def entity_kind(

@@ -91,7 +91,7 @@ class SchemaChecker(CheckerBase):
             else:
                 # Attributes are resolved once every type name is known.
                 self.entities[name] = ir.EntityDef(
-                    name, None, frozenset(), ir.RecordType(()), item.span
+                    name, None, frozenset(), ir.RecordType(()), None, item.span
                 )
         for mod, item in entity_items:
             assert isinstance(item, ast.EntityDecl)
@@ -226,8 +226,8 @@ class SchemaChecker(CheckerBase):
             kind,
             frozenset(owners),
             ir.RecordType(tuple(fields)),
-            item.span,
             self._declared_scopes(item, kind),
+            item.span,
         )
 
     def _declared_scopes(
