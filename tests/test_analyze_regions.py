@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import ripl
 from ripl.analyze import Analysis
+from ripl.analyze.drift import NON_HUMAN, decision_terms, escalates
 from ripl.analyze.encode import EFFECT_RANK, negate
 from ripl.analyze.regions import (
     Finite,
@@ -21,7 +22,6 @@ from ripl.analyze.regions import (
     Values,
     atom_values,
 )
-from ripl.analyze.run import NON_HUMAN
 
 # ---- the set algebra --------------------------------------------------------------
 
@@ -276,9 +276,7 @@ def test_single_rule_questions_over_regions_match_the_solver(text: str) -> None:
     for rule in analysis.rules:
         terms = analysis.own[rule.id]
         target, _ = analysis.check(terms.target, chain=False)
-        assert analysis.space.empty(analysis._target_region(rule)) == (
-            target == "unsat"
-        )
+        assert analysis.space.empty(analysis.target_region(rule)) == (target == "unsat")
         region = analysis.regions.get(rule.id)
         if region is None:
             continue
@@ -287,7 +285,7 @@ def test_single_rule_questions_over_regions_match_the_solver(text: str) -> None:
         assert analysis.check(terms.errs, chain=False)[0] == "unsat"
         if sat == "sat":
             always, _ = analysis.check(terms.target, negate(terms.matches), chain=False)
-            assert analysis._always_by_regions(rule) == always
+            assert analysis.always_by_regions(rule) == always
 
 
 @settings(max_examples=150, deadline=None)
@@ -305,7 +303,7 @@ def test_shadowing_over_regions_matches_the_solver(text: str) -> None:
         others = analysis.overlapping(rule.id)
         over = [o for o in others if stronger(o, rule)]
         blockers = [o for o in others if o.effect != "allow"]
-        decided = analysis._shadow_by_regions(rule, over, blockers)
+        decided = analysis.shadow_by_regions(rule, over, blockers)
         if decided is None:
             continue
         overridden = any_of(
@@ -329,11 +327,11 @@ def test_escalation_over_regions_matches_the_solver(text: str) -> None:
     for rule in analysis.rules:
         if rule.effect not in ("allow", "restrict"):
             continue
-        decided = analysis._escalates(rule)
+        decided = escalates(analysis, rule)
         if decided is None:
             continue
         rank = EFFECT_RANK[rule.effect]
-        own, root, final = analysis.decision_terms(rule)
+        own, root, final = decision_terms(analysis, rule)
         mine = analysis.own[rule.id].matches
         non_human = analysis.v.kind_is("p", NON_HUMAN)
         claim, _ = analysis.check(mine, non_human, own == rank, root > own, chain=True)
@@ -351,7 +349,7 @@ def test_blanket_grant_regions_match_the_solver(text: str) -> None:
         return
     for rule in analysis.rules:
         region = analysis.regions.get(rule.id)
-        agents = analysis._non_human(analysis.reach[rule.id])
+        agents = analysis.non_human(analysis.reach[rule.id])
         if region is None or not agents:
             continue
         granted = analysis.space.meet(region, {("type", "p"): Finite(agents)})

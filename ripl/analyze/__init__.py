@@ -11,9 +11,10 @@ reference engine and shows what the finding claims.
 from __future__ import annotations
 
 from ripl import ir
+from ripl.analyze.cache import SolverCache
 from ripl.analyze.diff import Change, DiffReport, diff_policies
 from ripl.analyze.findings import KINDS, Finding, at_or_above, report_json
-from ripl.analyze.run import Analysis, Progress, SolverCache
+from ripl.analyze.run import Analysis, Progress
 from ripl.analyze.sarif import report_sarif
 from ripl.analyze.suppress import apply_suppressions
 

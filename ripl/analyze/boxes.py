@@ -174,11 +174,11 @@ def _atom(expr: ir.Expr, unit: int) -> tuple[Key, Atom, ir.Type] | None:
     return (path[0], path[1], name), (op, value), left.type
 
 
-def _conjuncts(expr: ir.Expr | None) -> list[ir.Expr]:
+def conjuncts(expr: ir.Expr | None) -> list[ir.Expr]:
     if expr is None:
         return []
     if isinstance(expr, ir.And):
-        return [c for op in expr.operands for c in _conjuncts(op)]
+        return [c for op in expr.operands for c in conjuncts(op)]
     return [expr]
 
 
@@ -294,7 +294,7 @@ class Boxes:
         whole = all(
             isinstance(arg, ir.Const) for use in rule.obligations for arg in use.args
         )
-        for part in _conjuncts(rule.condition):
+        for part in conjuncts(rule.condition):
             atom = _atom(part, self.unit)
             if atom is None:
                 whole = whole and _folded(part)

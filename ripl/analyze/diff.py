@@ -21,6 +21,7 @@ import attrs
 import z3
 
 from ripl import ir
+from ripl.analyze.cache import canonical, content_hash
 from ripl.analyze.encode import (
     EFFECT_RANK,
     OWN,
@@ -37,7 +38,7 @@ from ripl.analyze.encode import (
     scale_for,
 )
 from ripl.analyze.findings import json_ready
-from ripl.analyze.run import canonical, content_hash, reach_of
+from ripl.analyze.run import reach_of
 from ripl.analyze.witness import Observer, WitnessBuilder
 from ripl.decision import Decision
 from ripl.engine import Engine

@@ -24,7 +24,7 @@ held in an attribute …) becomes a fresh variable, which over-approximates;
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -1183,3 +1183,18 @@ def scale_for(policies: Sequence[ir.PolicySet]) -> int:
                     if isinstance(exponent, int):
                         digits = max(digits, -exponent)
     return max(4, 2 * digits + 2)
+
+
+def holds(model: z3.ModelRef, term: z3.BoolRef) -> bool:
+    if term.ctx is not model.ctx:
+        term = term.translate(model.ctx)
+    return bool(z3.is_true(model.eval(term, model_completion=True)))
+
+
+def holding(
+    model: z3.ModelRef,
+    rules: Sequence[ir.Rule],
+    term: Callable[[ir.Rule], z3.BoolRef],
+) -> list[ir.Rule]:
+    """The rules whose term holds in the model."""
+    return [r for r in rules if holds(model, term(r))]

@@ -3,26 +3,29 @@ ask the solver, and which findings follow.
 
 Rules are compared only when they can meet the same request: every rule
 gets its *reach* (the actions, principal types and resource types its
-target and top-level condition admit) and an index by action finds the
-rules whose reach overlaps. Each question is asked once per rule, with the
-overlapping rules folded into one formula, not once per pair. Answers are
-cached by the content of the rules involved, so identical rules, and rules
-unchanged since a previous run in the same process, are not solved again.
+target and top-level condition admit) and an index finds the rules whose
+reach overlaps. Each question is asked once per rule, with the overlapping
+rules folded into one formula, not once per pair; where every rule a
+question involves is a box it is decided over regions (`regions.py`)
+instead, with the solver's answer. Answers are cached by the content of
+the rules involved (`cache.py`), so identical rules, and rules unchanged
+since a previous run in the same process, are not solved again. Privilege
+drift is in `drift.py`; large policy sets run in chunks (`parallel.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import attrs
 import z3
 
 from ripl import ir
-from ripl.analyze.boxes import Boxes, Reach, ReachIndex
+from ripl.analyze.boxes import Boxes, Reach, ReachIndex, conjuncts
+from ripl.analyze.cache import CacheView, SolverCache, canonical, content_hash
+from ripl.analyze.drift import NON_HUMAN, drift
 from ripl.analyze.encode import (
     EFFECT_RANK,
     GRANTS,
@@ -33,123 +36,25 @@ from ripl.analyze.encode import (
     PointValues,
     RuleTerms,
     Vars,
-    all_of,
     any_of,
     build_domain,
     covers,
-    effect_of,
-    max_term,
+    holding,
+    holds,
     negate,
     scale_for,
 )
 from ripl.analyze.findings import KINDS, Finding, RuleRef, sort_findings
 from ripl.analyze.parallel import ChunkResult, plan_chunks, run_chunks
-from ripl.analyze.regions import BudgetError, Dim, Finite, Ints, Region, Space, pick
+from ripl.analyze.regions import BudgetError, Dim, Finite, Region, Space, pick
 from ripl.analyze.witness import FRESH_IDS, Observation, Observer, WitnessBuilder
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 TIMEOUT_MS = 5000
-NON_HUMAN = ("agent", "service", "tool", "connector")
 KIND_TYPES = {"int": ir.INT, "dec": ir.DECIMAL, "bool": ir.BOOL, "str": ir.STRING}
 """The type of an attribute a region dimension of each kind reads."""
-
-
-def content_hash(rule: ir.Rule) -> str:
-    """What a rule means, without its id, location or annotations."""
-    data = canonical(
-        (
-            rule.effect,
-            rule.principal_types,
-            rule.actions,
-            rule.resource_types,
-            rule.condition,
-            rule.obligations,
-            rule.requirements,
-        )
-    )
-    return hashlib.sha256(repr(data).encode()).hexdigest()
-
-
-def canonical(value: Any) -> Any:
-    if isinstance(value, frozenset | set):
-        return ("set", tuple(sorted((canonical(v) for v in value), key=repr)))
-    if isinstance(value, tuple | list):
-        return tuple(canonical(v) for v in value)
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, canonical(v)) for k, v in value.items()))
-    names = _field_names(type(value))
-    if names is not None:
-        return (
-            type(value).__name__,
-            *(canonical(getattr(value, name)) for name in names),
-        )
-    return repr(value)
-
-
-_FIELDS: dict[type, tuple[str, ...] | None] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...] | None:
-    """The fields `canonical` reads of an attrs class (all but the span);
-    None for other classes."""
-    if cls not in _FIELDS:
-        _FIELDS[cls] = (
-            tuple(f.name for f in attrs.fields(cls) if f.name != "span")
-            if attrs.has(cls)
-            else None
-        )
-    return _FIELDS[cls]
-
-
-class SolverCache:
-    """Answers keyed by the content hashes of the rules a question involves
-    and of the schema. Share one across runs to skip unchanged rules."""
-
-    def __init__(self) -> None:
-        self.answers: dict[tuple[str, ...], Any] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: tuple[str, ...]) -> Any:
-        if key in self.answers:
-            self.hits += 1
-            return self.answers[key]
-        self.misses += 1
-        return None
-
-    def put(self, key: tuple[str, ...], value: Any) -> None:
-        self.answers[key] = value
-
-
-class CacheView(SolverCache):
-    """One chunk's view of a shared cache: reads fall through to the cache
-    as it was when the run began, and what the chunk adds stays here until
-    the run merges it, so no chunk sees another's answers (see
-    `parallel.py`)."""
-
-    def __init__(self, base: SolverCache) -> None:
-        super().__init__()
-        self.base = base
-
-    def get(self, key: tuple[str, ...]) -> Any:
-        found = self.answers.get(key)
-        if found is None:
-            found = self.base.answers.get(key)
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return found
-
-
-def conjuncts(expr: ir.Expr | None) -> list[ir.Expr]:
-    if expr is None:
-        return []
-    if isinstance(expr, ir.And):
-        return [c for op in expr.operands for c in conjuncts(op)]
-    return [expr]
 
 
 def reach_of(rule: ir.Rule, domain: Domain, principals: frozenset[str]) -> Reach:
@@ -333,7 +238,7 @@ class Analysis:
                 if found is not None:
                     self.root_regions[rule.id] = found
 
-    def _regions(
+    def regions_of(
         self, rules: Iterable[ir.Rule], *, root: bool = False
     ) -> list[Region] | None:
         """The regions of all of `rules`, or None when one is not a box."""
@@ -346,7 +251,7 @@ class Analysis:
             out.append(found)
         return out
 
-    def _uncovered(self, region: Region, others: Sequence[Region]) -> bool | None:
+    def uncovered(self, region: Region, others: Sequence[Region]) -> bool | None:
         """Whether part of `region` lies outside all of `others`; None when
         the question is too large to split (the solver is asked instead)."""
         try:
@@ -354,7 +259,7 @@ class Analysis:
         except BudgetError:
             return None
 
-    def _target_region(self, rule: ir.Rule) -> Region:
+    def target_region(self, rule: ir.Rule) -> Region:
         parts = {
             ("action",): rule.actions,
             ("type", "p"): rule.principal_types,
@@ -619,11 +524,11 @@ class Analysis:
         redundant = self.redundant(rule)
         if redundant is not None:
             out.append(redundant)
-        if rule.effect in GRANTS and self._non_human(self.reach[rule.id]):
-            out.extend(self.drift(rule))
+        if rule.effect in GRANTS and self.non_human(self.reach[rule.id]):
+            out.extend(drift(self, rule))
         return out
 
-    def _non_human(self, reach: Reach) -> frozenset[str]:
+    def non_human(self, reach: Reach) -> frozenset[str]:
         return frozenset(
             t for t in reach.principals if self.domain.kinds.get(t) in NON_HUMAN
         )
@@ -634,7 +539,7 @@ class Analysis:
         target = f"rule `{rule.id}` can never match: its target admits no request"
         if rule.condition is None:
             return target
-        if self.space.empty(self._target_region(rule)):
+        if self.space.empty(self.target_region(rule)):
             return target
         return f"rule `{rule.id}` can never match: its condition never holds"
 
@@ -656,7 +561,7 @@ class Analysis:
         key = ("always", self.schema_hash, self.hash[rule.id])
         answer = self.cache.get(key)
         if answer is None:
-            answer = self._always_by_regions(rule)
+            answer = self.always_by_regions(rule)
             if answer is None:
                 answer, _ = self.check(
                     terms.target, negate(terms.matches), chain=terms.chain
@@ -674,12 +579,12 @@ class Analysis:
             )
         ]
 
-    def _always_by_regions(self, rule: ir.Rule) -> str | None:
+    def always_by_regions(self, rule: ir.Rule) -> str | None:
         """The solver's answer to "target and not matches" for a box rule."""
         region = self.regions.get(rule.id)
         if region is None:
             return None
-        escapes = self._uncovered(self._target_region(rule), [region])
+        escapes = self.uncovered(self.target_region(rule), [region])
         if escapes is None:
             return None
         return "sat" if escapes else "unsat"
@@ -740,7 +645,7 @@ class Analysis:
         )
         answer = self.cache.get(key)
         if answer is None:
-            answer = self._shadow_by_regions(rule, over, blockers)
+            answer = self.shadow_by_regions(rule, over, blockers)
             if answer is None:
                 answer, _ = self.check(
                     self.own[rule.id].matches, negate(overridden), chain=chain
@@ -753,11 +658,11 @@ class Analysis:
         witness = None
         winners: list[ir.Rule] = []
         if status == "sat" and model is not None:
-            winners = [o for o in over if _holds(model, self.own[o.id].matches)]
+            winners = [o for o in over if holds(model, self.own[o.id].matches)]
             winners += [
                 o
                 for o in blockers
-                if o not in winners and _holds(model, self.own[o.id].errs)
+                if o not in winners and holds(model, self.own[o.id].errs)
             ]
             rank = EFFECT_RANK[rule.effect]
             witness = self.confirm(
@@ -780,17 +685,17 @@ class Analysis:
             hint="remove the rule, or narrow the rule that overrides it",
         )
 
-    def _shadow_by_regions(
+    def shadow_by_regions(
         self, rule: ir.Rule, over: Sequence[ir.Rule], blockers: Sequence[ir.Rule]
     ) -> str | None:
         """The solver's answer to "matches and nothing overrides" when every
         rule involved is a box (boxes never err, so blockers only count as
         boxes, for their matches when they are stronger)."""
         mine = self.regions.get(rule.id)
-        overs = self._regions(over)
-        if mine is None or overs is None or self._regions(blockers) is None:
+        overs = self.regions_of(over)
+        if mine is None or overs is None or self.regions_of(blockers) is None:
             return None
-        escapes = self._uncovered(mine, overs)
+        escapes = self.uncovered(mine, overs)
         if escapes is None:
             return None
         return "sat" if escapes else "unsat"
@@ -827,7 +732,7 @@ class Analysis:
             )
             if status != "sat" or model is None:
                 break
-            found = _holding(model, remaining, lambda o: self.own[o.id].matches)
+            found = holding(model, remaining, lambda o: self.own[o.id].matches)
             if not found:
                 break
             hits.extend(found)
@@ -986,328 +891,8 @@ class Analysis:
                 return [*covering, *(self.hash[o.id] for o in remaining)]
             if status != "sat" or model is None:
                 break
-            remaining = _holding(model, remaining, lambda o: self.own[o.id].matches)
+            remaining = holding(model, remaining, lambda o: self.own[o.id].matches)
         return covering
-
-    # ---- privilege drift ------------------------------------------------------------
-
-    def decision_terms(
-        self, rule: ir.Rule
-    ) -> tuple[z3.ArithRef, z3.ArithRef, z3.ArithRef]:
-        """(own effect, root effect, final effect) over requests `rule` reaches."""
-        mine = [rule, *self.overlapping(rule.id)]
-        own = effect_of([(r, self.own[r.id]) for r in mine])
-        roots = [r for r in self.overlapping(rule.id, root=True) if r.id in self.root]
-        root = effect_of([(r, self.root[r.id]) for r in roots])
-        final = z3.If(self.v.has_root(), max_term(own, root), own)
-        return own, root, final
-
-    def drift(self, rule: ir.Rule) -> list[Finding]:
-        out: list[Finding] = []
-        found = self.escalation(rule)
-        if found is not None:
-            out.append(found)
-        out.extend(self.beyond_scope(rule))
-        found = self.blanket(rule)
-        if found is not None:
-            out.append(found)
-        return out
-
-    def escalation(self, rule: ir.Rule) -> Finding | None:
-        rank = EFFECT_RANK[rule.effect]
-        decided = self._escalates(rule)
-        if decided is False:
-            return None
-        own, root, final = self.decision_terms(rule)
-        mine = self.own[rule.id].matches
-        claim = [mine, self.v.kind_is("p", NON_HUMAN), own == rank, root > own]
-        if decided is None:
-            status, _ = self.check(*claim, chain=True)
-            if status != "sat":
-                return None
-            # Only a grant the root never has is reported: one capped for
-            # some roots only (say, minors) is how conditions on the human
-            # work.
-            effective, _ = self.check(mine, own == rank, final == rank, chain=True)
-            if effective != "unsat":
-                return None
-        witness = self.confirm(
-            claim,
-            lambda o: (
-                o.matched(rule.id)
-                and o.own_effect == rule.effect
-                and o.root_effect is not None
-                and EFFECT_RANK[o.root_effect] > rank
-                and "escalation" in o.decision.reason_codes
-            ),
-        )
-        if witness is None and self.exact(rule):
-            return None
-        who = witness["principal"]["type"] if witness else "a non-human identity"
-        action = witness["action"] if witness else "its actions"
-        root_effect = None
-        if witness is not None:
-            observation = self.observe(witness)
-            root_effect = observation.root_effect if observation else None
-        return self.finding(
-            "escalation",
-            f"rule `{rule.id}` grants `{who}` `{action}`, which no rule grants its "
-            f"root human (who gets {root_effect or 'a stronger effect'}); the engine "
-            "caps the decision by the root's, so the rule never takes effect",
-            [rule],
-            witness=witness,
-            decision=root_effect,
-            hint="grant the root human the same, or narrow the rule to where the "
-            "root is granted",
-        )
-
-    def _escalates(self, rule: ir.Rule) -> bool | None:
-        """The two questions of `escalation` over regions, when the rule, the
-        rules that can make its own effect stronger or err, and every rule
-        the root human meets are boxes: some non-human principal gets the
-        rule's effect while its root gets a stronger one, and nowhere does
-        the rule's effect survive the cap. A request of a non-human
-        principal can have any human as the root of its chain, so the
-        principal's and the root's attributes vary independently."""
-        mine = self.regions.get(rule.id)
-        if mine is None or not self.humans:
-            return None
-        rank = EFFECT_RANK[rule.effect]
-        others = self.overlapping(rule.id)
-        if self._regions(o for o in others if o.effect != "allow") is None:
-            return None
-        stronger_ = self._regions(o for o in others if EFFECT_RANK[o.effect] > rank)
-        roots = [r for r in self.overlapping(rule.id, root=True) if r.id in self.root]
-        root_regions = self._regions(roots, root=True)
-        if stronger_ is None or root_regions is None:
-            return None
-        ranks = [EFFECT_RANK[r.effect] for r in roots]
-        strong_roots = [g for g, k in zip(root_regions, ranks, strict=True) if k > rank]
-        weak_roots = [g for g, k in zip(root_regions, ranks, strict=True) if k <= rank]
-        universe = self.principal_universe
-        agents = frozenset(t for t in universe if self.domain.kinds.get(t) in NON_HUMAN)
-        as_agent = self.space.meet(mine, {("type", "p"): Finite(agents)})
-        as_human = self.space.meet(mine, {("type", "p"): Finite(universe - agents)})
-        if self.space.empty(as_agent):
-            return False
-        # claim: own effect is the rule's, and the root's is stronger (a
-        # stronger root rule matches, or no root rule matches at all).
-        claim = itertools.chain(
-            self._meeting(as_agent, strong_roots, stronger_),
-            [(as_agent, [*stronger_, *root_regions])],
-        )
-        found = self._any_uncovered(claim)
-        if not found:
-            return found
-        # effective: the rule's effect is the final one somewhere.
-        effective = itertools.chain(
-            [(as_human, stronger_)],
-            self._meeting(as_agent, weak_roots, [*stronger_, *strong_roots]),
-        )
-        survives = self._any_uncovered(effective)
-        return None if survives is None else not survives
-
-    def _meeting(
-        self, region: Region, parts: Iterable[Region], others: Sequence[Region]
-    ) -> Iterator[tuple[Region, Sequence[Region]]]:
-        """(region ∩ part, others) for each part that meets the region."""
-        for part in parts:
-            if self.space.meets(region, part):
-                yield self.space.meet(region, part), others
-
-    def _any_uncovered(
-        self, questions: Iterable[tuple[Region, Sequence[Region]]]
-    ) -> bool | None:
-        undecided = False
-        for region, others in questions:
-            found = self._uncovered(region, others)
-            if found:
-                return True
-            undecided = undecided or found is None
-        return None if undecided else False
-
-    def beyond_scope(self, rule: ir.Rule) -> list[Finding]:
-        checked = [
-            p.scope for p in conjuncts(rule.condition) if isinstance(p, ir.Grants)
-        ]
-        if not checked:
-            return []
-        outside = all_of(
-            negate(self.v.action_in([a for a in self.domain.actions if covers(s, a)]))
-            for s in checked
-        )
-        claim = [self.own[rule.id].matches, outside]
-        status, _ = self.check(*claim, chain=True)
-        if status != "sat":
-            return []
-        scopes = ", ".join(f"`{s}`" for s in checked)
-        witness = self.confirm(
-            claim,
-            lambda o: (
-                o.matched(rule.id)
-                and not any(covers(s, str(o.action)) for s in checked)
-            ),
-        )
-        if witness is None and self.exact(rule):
-            return []
-        action = witness["action"] if witness else "an action"
-        return [
-            self.finding(
-                "beyond-scope",
-                f"rule `{rule.id}` grants `{action}`, outside the scope {scopes} "
-                "that its `delegation.grants` test checks",
-                [rule],
-                witness=witness,
-                hint="test the scope of each action the rule grants, e.g. "
-                "`delegation.grants(…)` for the rule's own actions",
-            )
-        ]
-
-    def blanket(self, rule: ir.Rule) -> Finding | None:
-        reach = self.reach[rule.id]
-        agents = self._non_human(reach)
-        terms = self.own[rule.id]
-        base = [terms.matches, self.v.type_in("p", agents)]
-        chain = terms.chain
-        actions = self.domain.actions
-        resources = sorted(self.domain.resources)
-        region = self.regions.get(rule.id)
-        granted = (
-            None
-            if region is None
-            else self.space.meet(region, {("type", "p"): Finite(agents)})
-        )
-        what: str | None = None
-        if (
-            rule.actions is None
-            and len(actions) > 1
-            and reach.actions == frozenset(actions)
-            and (
-                not self.space.empty(granted)
-                if granted is not None
-                else all(
-                    self.check(*base, self.v.action_in([a]), chain=chain)[0] == "sat"
-                    for a in actions
-                )
-            )
-        ):
-            what = "every action"
-        if (
-            what is None
-            and rule.resource_types is None
-            and len(resources) > 1
-            and reach.resources == self.domain.resources
-            and (
-                not self.space.empty(granted)
-                if granted is not None
-                else all(
-                    self.check(*base, self.v.type_in("r", [t]), chain=chain)[0] == "sat"
-                    for t in resources
-                )
-            )
-        ):
-            what = "every resource type"
-        witness = None
-        if what is None:
-            found = self._unbounded_label(rule, base, chain, granted)
-            if found is None:
-                return None
-            what, witness = found
-        who = ", ".join(f"`{t}`" for t in sorted(agents))
-        return self.finding(
-            "blanket-grant",
-            f"rule `{rule.id}` ({rule.effect}) grants non-human {who} {what}",
-            [rule],
-            witness=witness,
-            hint="name the actions and resources the identity needs, and bound the "
-            "sensitivity it may reach",
-        )
-
-    def _unbounded_label(
-        self,
-        rule: ir.Rule,
-        base: list[z3.BoolRef],
-        chain: bool,
-        granted: Region | None,
-    ) -> tuple[str, dict[str, Any]] | None:
-        """Can the rule grant on a resource whose required label attribute is
-        at the top of its order? `granted` is the region `base` describes,
-        when the rule is a box."""
-        options: list[tuple[z3.BoolRef, str, str, ir.LabelOrder, Region]] = []
-        for rtype in sorted(self.reach[rule.id].resources):
-            entity = self.policy.schema.entities.get(rtype)
-            if entity is None:
-                continue
-            for name, spec in entity.attrs.fields:
-                if not isinstance(spec.type, ir.LabelType) or spec.optional:
-                    continue
-                order = self.policy.schema.labels[spec.type.order]
-                term = self.v.value("r", (name,), spec.type)
-                at_top = all_of(
-                    [self.v.type_in("r", [rtype]), term == len(order.labels) - 1]
-                )
-                top = len(order.labels) - 1
-                dim: Dim = ("attr", "r", (name,), f"label:{spec.type.order}")
-                region: Region = {
-                    ("type", "r"): Finite(frozenset([rtype])),
-                    dim: Ints(((top, top),)),
-                }
-                options.append((at_top, rtype, name, order, region))
-        if not options:
-            return None
-        feasible = options
-        if granted is not None:
-            feasible = [
-                option
-                for option in options
-                if not self.space.empty(self.space.meet(granted, option[4]))
-            ]
-            if not feasible:
-                return None
-        if granted is None or len(feasible) > 1:
-            # Which option a witness shows is the solver's choice.
-            status, model = self.check(
-                *base, any_of(o[0] for o in options), chain=chain, model=True
-            )
-            if status != "sat" or model is None:
-                return None
-            feasible = [o for o in options if _holds(model, o[0])]
-        for at_top, rtype, name, order, top_region in feasible:
-            found = None
-            if granted is not None:
-                found = self.observe_point(
-                    self.space.meet(granted, top_region),
-                    lambda o: o.matched(rule.id),
-                )
-            witness = (
-                found[0]
-                if found is not None
-                else self.confirm([*base, at_top], lambda o: o.matched(rule.id))
-            )
-            if witness is None:
-                return None
-            label = order.labels[-1]
-            return (
-                f"`{rtype}` resources up to `{name}` `{label}` (no bound on "
-                f"`{order.name}`)",
-                witness,
-            )
-        return None
-
-
-def _holds(model: z3.ModelRef, term: z3.BoolRef) -> bool:
-    if term.ctx is not model.ctx:
-        term = term.translate(model.ctx)
-    return bool(z3.is_true(model.eval(term, model_completion=True)))
-
-
-def _holding(
-    model: z3.ModelRef,
-    rules: Sequence[ir.Rule],
-    term: Callable[[ir.Rule], z3.BoolRef],
-) -> list[ir.Rule]:
-    """The rules whose term holds in the model."""
-    return [r for r in rules if _holds(model, term(r))]
 
 
 def analyze_policy(
