@@ -179,6 +179,17 @@ class Ragged:
         return records
 
 
+def _nonzero(mask: Any) -> IntArray:
+    """`np.flatnonzero`, without its Python-level wrapping."""
+    found: IntArray = np.asarray(mask).ravel().nonzero()[0]
+    return found
+
+
+def _append(values: Any, last: Any) -> Any:
+    """`np.append` of one value, keeping the array's dtype."""
+    return np.concatenate((values, np.array([last], dtype=values.dtype)))
+
+
 def _ranges(starts: Any, counts: Any) -> IntArray:
     """The concatenation of `range(s, s + c)` for each start and count."""
     counts = np.asarray(counts, dtype=np.int64)
@@ -450,7 +461,7 @@ class Vocabulary:
                 known = np.where(
                     known < 0, len(self.names) + np.arange(len(known)), known
                 )
-            out: IntArray = np.append(known, -1)[text.codes]
+            out: IntArray = _append(known, -1)[text.codes]
             return out
         values = text.values
         if len(values) < 64 or not self.exact or not self.names:
@@ -473,7 +484,7 @@ class Vocabulary:
         other string, so two unknown names never compare equal by code."""
         codes = self.codes(text, unknown=True)
         missing = text.none | text.bad
-        unknown = np.flatnonzero((codes < 0) & ~missing)
+        unknown = _nonzero((codes < 0) & ~missing)
         if len(unknown):
             _, inverse = np.unique(text.values[unknown], return_inverse=True)
             codes[unknown] = len(self.names) + inverse.reshape(-1)
@@ -539,7 +550,7 @@ has found no two different ids of the batch with one hash."""
 
 def _empty(text: Text) -> BoolArray:
     if text.codes is not None and text.unique is not None:
-        found: BoolArray = np.append(text.unique == "", False)[text.codes]
+        found: BoolArray = _append(text.unique == "", False)[text.codes]
         return found
     out: BoolArray = text.values == ""
     return out
@@ -550,7 +561,7 @@ def _text_hashes(text: Text) -> tuple[Hashes, npt.NDArray[np.str_], Hashes]:
     if text.codes is not None and text.unique is not None:
         unique = text.unique
         hashes = _hash(unique)
-        return np.append(hashes, np.uint64(0))[text.codes], unique, hashes
+        return _append(hashes, np.uint64(0))[text.codes], unique, hashes
     hashes = _hash(text.values)
     return hashes, text.values, hashes
 
@@ -577,7 +588,7 @@ def _hash_ids(rows: Rows, entities: Entities, chains: Chains) -> bool:
     every = np.concatenate(hashes)
     order = np.argsort(every, kind="stable")
     ranked = every[order]
-    twins = np.flatnonzero(ranked[1:] == ranked[:-1])
+    twins = _nonzero(ranked[1:] == ranked[:-1])
     if not len(twins):
         return True
     names = np.concatenate(strings)
@@ -619,10 +630,10 @@ def _times(data: Any, size: int = 0) -> tuple[IntArray, BoolArray, BoolArray]:
     if data.dtype.kind == "U":
         fast, ok = _fast_times(data)
         micros[ok] = fast[ok]
-        slow = np.flatnonzero(~ok & ~none)
+        slow = _nonzero(~ok & ~none)
         items = data[slow].tolist()
     elif data.dtype.kind == "O":
-        slow = np.flatnonzero(~none)
+        slow = _nonzero(~none)
         items = data[slow].tolist()
     else:
         return micros, none, ~none
@@ -875,7 +886,7 @@ def _integer_cells(spec: CellSpec, values: IntArray) -> npt.NDArray[np.int32]:
     equal = (bounds.floors[below] == values) & bounds.whole[below]
     out: npt.NDArray[np.int32] = (2 * below + equal).astype(np.int32)
     if bounds.clipped:
-        for i in np.flatnonzero(np.abs(values) >= _INT_EDGE).tolist():
+        for i in _nonzero(np.abs(values) >= _INT_EDGE).tolist():
             out[i] = spec.exact(int(values[i]))
     return out
 
@@ -890,7 +901,7 @@ def _float_cells(spec: CellSpec, values: npt.NDArray[np.float64]) -> Any:
     out = (2 * below + tie).astype(np.int32)
     out[~np.isfinite(values)] = -1  # NaN is missing, ±inf is no decimal
     if spec.bounds.inexact:
-        for i in np.flatnonzero(tie).tolist():
+        for i in _nonzero(tie).tolist():
             out[i] = spec.exact(Decimal(repr(float(values[i]))))
     return out
 
@@ -1734,7 +1745,7 @@ def _float_const(op: str, values: Any, const: int | Decimal) -> BoolArray:
         _ORDER[op] if op in _ORDER else (operator.eq if op == "==" else operator.ne)
     )
     out = np.asarray(fn(values, rounded), dtype=bool)
-    for i in np.flatnonzero(values == rounded):
+    for i in _nonzero(values == rounded):
         out[i] = fn(Decimal(repr(float(values[i]))), const)
     return out
 
@@ -1998,7 +2009,7 @@ class Entities:
             present = np.ones(rows.n, dtype=bool)
         else:
             return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(present & ~rows.owner_none)
+        return _nonzero(present & ~rows.owner_none)
 
     def _text(self, name: str) -> Text:
         """A text field of every entity, the one at position -1 missing."""
@@ -2008,9 +2019,9 @@ class Entities:
             assert only.codes is not None
             return Text(
                 None,
-                np.append(only.none, True),
-                np.append(only.bad, False),
-                np.append(only.codes, -1),
+                _append(only.none, True),
+                _append(only.bad, False),
+                _append(only.codes, -1),
                 only.unique,
             )
         parts.append(_text(None, 1))
@@ -2065,10 +2076,10 @@ class Entities:
             rows.slow |= used & bad[at]
             for k in range(j + 1, width):
                 other = pad[:, k]
-                same = np.flatnonzero(used & (other >= 0) & (code[at] == code[other]))
+                same = _nonzero(used & (other >= 0) & (code[at] == code[other]))
                 rows.slow[same[ident[at[same]] == ident[other[same]]]] = True
             for mine, name in ((rows.ptype, rows.pid), (rows.rtype, rows.rid)):
-                same = np.flatnonzero(used & (code[at] == mine))
+                same = _nonzero(used & (code[at] == mine))
                 rows.slow[same[ident[at[same]] == name[same]]] = True
 
     def find(self, rows: IntArray, code: IntArray, ident: Any) -> IntArray:
@@ -2163,7 +2174,7 @@ class Chains:
             rows.slow |= bad
         counts = data.counts
         self._links(data, rows, leeway, counts, engine)
-        self.rows = np.flatnonzero((counts > 0) & ~rows.slow)
+        self.rows = _nonzero((counts > 0) & ~rows.slow)
         self.index = np.full(n, -1, dtype=np.int64)  # row → its chain
         self.index[self.rows] = np.arange(len(self.rows))
         self.count = counts[self.rows]
@@ -2296,13 +2307,13 @@ class Chains:
         scope its grantor was not given (a widening link)."""
         count, width = self.pad.shape
         covers = self.plan.covers()
-        flat = np.flatnonzero(self.valid.ravel())
+        flat = _nonzero(self.valid.ravel())
         links = self.pad.ravel()[flat]
         owner, code = self._entries(links)
         cell = flat[owner]  # (row, position) of each scope entry
         hit = covers[code, groups[cell // max(width, 1)]]
         covered = np.bincount(cell, weights=hit, minlength=count * width) > 0
-        child = np.flatnonzero(cell % max(width, 1) > 0)
+        child = _nonzero(cell % max(width, 1) > 0)
         parents = self.pad.ravel()[cell[child] - 1]
         pair, parent_code = self._entries(parents)
         held = covers[parent_code, code[child][pair]]
@@ -2349,7 +2360,7 @@ class Chains:
         target = self.plan.group_code.get(scope)
         if target is None or width == 0:
             return np.zeros(count, dtype=bool)
-        flat = np.flatnonzero(self.valid.ravel())
+        flat = _nonzero(self.valid.ravel())
         owner, code = self._entries(self.pad.ravel()[flat])
         hit = self.plan.covers()[code, target]
         covered = np.bincount(flat[owner], weights=hit, minlength=count * width) > 0
@@ -2390,7 +2401,7 @@ def _revoked(
             return np.zeros(size, dtype=bool)
         revoked = np.array(sorted(found), dtype=str)
         if text.codes is not None and text.unique is not None:
-            hit = np.append(np.isin(text.unique, revoked), False)
+            hit = _append(np.isin(text.unique, revoked), False)
             out: BoolArray = hit[text.codes]
             return out
         return np.isin(text.values, revoked)
@@ -2400,7 +2411,7 @@ def _revoked(
         return None
     out = np.zeros(len(ids), dtype=bool)
     texts = {name: found.values for name, found in chains.texts.items()}
-    for k in np.flatnonzero(wanted).tolist():
+    for k in _nonzero(wanted).tolist():
         link = Link(
             0,
             str(ids[k]),
@@ -2467,10 +2478,10 @@ def _roots(
     )
     types = len(plan.types)
     kind = plan.kind[np.minimum(rows.ptype, types)]
-    owned = np.flatnonzero(live & (chains.index < 0) & (kind == 3))
+    owned = _nonzero(live & (chains.index < 0) & (kind == 3))
     _walk_owners(plan, rows, entities, owned, has, missing, code, ident)
     entity = np.full(n, -1, dtype=np.int64)
-    found = np.flatnonzero(has)
+    found = _nonzero(has)
     entity[found] = entities.find(found, code[found], ident[found])
     # A resource that is the root reads the root's attributes there.
     rows.slow |= has & (rows.rtype == code) & (rows.rid == ident)
@@ -2610,7 +2621,7 @@ class Verdicts:
             keep = chosen[at]
             masks = np.where(keep[:, None], member, np.uint32(0)).astype("<u4")
             octets = masks.view(np.uint8).ravel()
-            some = np.flatnonzero(octets)
+            some = _nonzero(octets)
             value = octets[some]
             count = _BYTE_BITS[value]
             bit = _BYTE_POSITIONS[_ranges(_BYTE_START[value], count)]
@@ -2622,7 +2633,7 @@ class Verdicts:
             slot = parts.slot_start[bucket[row]] + bit
             rules.append(parts.slot_rule[slot].astype(np.int64))
         for pair_row, pair_slot, listed in self._pairs:
-            pick = np.flatnonzero(listed & chosen[pair_row])
+            pick = _nonzero(listed & chosen[pair_row])
             rows.append(pair_row[pick])
             rules.append(parts.slot_rule[pair_slot[pick]].astype(np.int64))
         row_of, rule_of = np.concatenate(rows), np.concatenate(rules).astype(np.int64)
@@ -2667,12 +2678,12 @@ class Evaluation:
         codes = (layout.action * types + layout.ptype) * types + layout.rtype
         bucket, parts = plan.bucket_ids(codes)
         lanes = parts.lanes[bucket]
-        tabled = np.flatnonzero(lanes > 0)
+        tabled = _nonzero(lanes > 0)
         count = parts.table_count[bucket[tabled]]
         read_row = np.repeat(tabled, count)
         read = _ranges(parts.table_start[bucket[tabled]], count)
         read_column = parts.table_column[read]
-        tested = np.flatnonzero(lanes == 0)
+        tested = _nonzero(lanes == 0)
         tests = parts.atom_count[bucket[tested]]
         atom_row = np.repeat(tested, tests)
         atom = _ranges(parts.atom_start[bucket[tested]], tests)
@@ -2696,7 +2707,7 @@ class Evaluation:
             self._one_lane(verdicts, bucket[tabled], tabled, count, entry)
         else:
             for width in np.unique(widths).tolist():
-                group = np.flatnonzero(widths == width)
+                group = _nonzero(widths == width)
                 self._tabled(verdicts, bucket, tabled, group, count, ends, entry, width)
         if len(tested):
             cell = flat[atom_column * size + atom_row]
@@ -2778,7 +2789,7 @@ class Evaluation:
         ranks = np.ascontiguousarray(parts.ranks[b][:, :, :lanes])  # row, rank, lane
         full = (ranks[:, 0] | ranks[:, 1] | ranks[:, 2] | ranks[:, 3]).astype(np.uint64)
         both = full | (full << np.uint64(32))
-        has = np.flatnonzero(counts > 0)
+        has = _nonzero(counts > 0)
         if len(has):
             starts = (np.cumsum(counts) - counts)[has]
             both[has] = np.bitwise_and.reduceat(found, starts, axis=0)
@@ -2856,7 +2867,7 @@ class Evaluation:
         plan = self.plan
         count = len(plan.columns)
         cells = np.full((count, size), -1, dtype=np.int32)
-        used = np.flatnonzero(np.bincount(column, minlength=count))
+        used = _nonzero(np.bincount(column, minlength=count))
         failed = []
         for c in used.tolist():
             spec = plan.columns[c]
@@ -2903,7 +2914,7 @@ class Evaluation:
     def _derived_cells(self, spec: Derived) -> npt.NDArray[np.int32]:
         plan, layout = self.plan, self.layout
         out = np.full(layout.size, -1, dtype=np.int32)
-        at = np.flatnonzero(
+        at = _nonzero(
             (layout.ptype == plan.type_code[spec.principal_type])
             & (layout.rtype == plan.type_code[spec.resource_type])
         )
@@ -2956,7 +2967,7 @@ class Evaluation:
                 )
                 theirs = source[layout.entity[at[roots]]]
                 merged = _concat([mine, theirs])
-                order = np.concatenate([np.flatnonzero(~roots), np.flatnonzero(roots)])
+                order = np.concatenate([_nonzero(~roots), _nonzero(roots)])
                 own = merged[np.argsort(order, kind="stable")]
             if isinstance(own, int):
                 column = Column(
@@ -3031,7 +3042,7 @@ def decide_columns(
     ids = (
         plan.rule_ids if plan is not None else tuple(sorted(r.id for r in policy.rules))
     )
-    rest = np.flatnonzero(slow).tolist()
+    rest = _nonzero(slow).tolist()
     more_rows: list[int] = []
     more_rules: list[int] = []
     if rest:
@@ -3103,7 +3114,7 @@ def _vectorized(
     live = ~rows.slow & ~agent & ~failed
     roots = _roots(plan, rows, entities, chains, live)
     live &= ~rows.slow
-    own = np.flatnonzero(live)
+    own = _nonzero(live)
     layout = Layout(rows, roots, chains, own)
     evaluation = Evaluation(plan, arrays, rows, entities, chains, layout)
     verdicts = evaluation.run()

@@ -513,3 +513,26 @@ def test_ragged_rows_can_be_selected_like_arrays() -> None:
     assert picked.row(0) == batch[1]["delegation"]
     assert picked.row(1) is None
     assert picked.row(2) == batch[0]["delegation"]
+
+
+def test_ids_that_hash_alike_send_every_row_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ids compare by hash only when no two different ids share one."""
+    import ripl.batch as batch_module
+
+    hashed = batch_module._text_hashes
+
+    def colliding(text: Any) -> Any:
+        each, unique, hashes = hashed(text)
+        return np.zeros_like(each), unique, np.zeros_like(hashes)
+
+    monkeypatch.setattr(batch_module, "_text_hashes", colliding)
+    engine = Engine(load_policy(POLICY), clock=lambda: FIXED)
+    batch = _layout_batch()
+    result = decide_columns(engine, requests_to_columns(batch))
+    assert result.fallback == len(batch)
+    for row, request in enumerate(batch):
+        want = engine.decide(request)
+        assert result.effect_names()[row] == want.effect
+        assert result.rules_of(row) == want.rule_ids
