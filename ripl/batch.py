@@ -1022,6 +1022,10 @@ class Part:
     columns: tuple[int, ...]
     tables: tuple[npt.NDArray[np.uint64], ...]
     ranks: npt.NDArray[np.uint32]  # MAX_LANES lanes per effect rank
+    breaks: tuple[IntArray | None, ...] = ()
+    """Per column: None when the table has an entry per cell, else the
+    cells where the bucket's own intervals start (its tests cannot tell
+    apart two cells of one interval), the table having one per interval."""
 
 
 @attrs.frozen
@@ -1048,6 +1052,9 @@ class BucketArrays:
     table_count: IntArray
     table_column: IntArray
     table_offset: IntArray
+    table_mapped: BoolArray  # the table has an entry per interval, not per cell
+    break_start: IntArray  # per table: its first break in `break_key`
+    break_key: IntArray  # every mapped table's breaks as (table << 32) + cell
     tables: npt.NDArray[np.uint64]
     ranks: npt.NDArray[np.uint32]  # bucket, rank, lane
     narrow: npt.NDArray[np.uint32]  # bucket, rank (lane 0; for one-lane buckets)
@@ -1264,17 +1271,23 @@ class Plan:
         lanes = max(1, -(-slots // 32))
         atoms = part.atoms
         columns = np.unique(atoms[:, 0]).tolist()
-        if lanes > MAX_LANES or any(
-            (self._cell_count(c) + 1) * lanes > TABLE_WORDS for c in columns
-        ):
+        if lanes > MAX_LANES:
             return part
         full = np.zeros(lanes, dtype=np.uint64)
         for i in range(slots):
             full[i // 32] |= np.uint64(1 << (i % 32))
-        tables = []
+        tables, breaks = [], []
         for column in columns:
             mine = atoms[atoms[:, 0] == column]
-            cells = np.arange(self._cell_count(column), dtype=np.int64)
+            count = self._cell_count(column)
+            cells = np.arange(count, dtype=np.int64)
+            found: IntArray | None = None
+            if (count + 1) * lanes > TABLE_WORDS:  # one entry per interval
+                edges = np.concatenate([[0], mine[:, 1], mine[:, 1] + mine[:, 2]])
+                cells = found = np.unique(edges[edges < count])
+                if (len(cells) + 1) * lanes > TABLE_WORDS:
+                    return part
+            breaks.append(found)
             start = (cells[None, :] - mine[:, 1:2]).astype(np.uint32)
             width = mine[:, 2:3].astype(np.uint32)
             hits = (start < width) != mine[:, 3:4].astype(bool)
@@ -1296,7 +1309,11 @@ class Plan:
             sound[0] = full & ~tested
             tables.append((clear | (sound << np.uint64(32))).ravel())
         return attrs.evolve(
-            part, lanes=lanes, columns=tuple(columns), tables=tuple(tables)
+            part,
+            lanes=lanes,
+            columns=tuple(columns),
+            tables=tuple(tables),
+            breaks=tuple(breaks),
         )
 
     def _rule_atoms(
@@ -1408,6 +1425,12 @@ def _bucket_arrays(parts: Sequence[Part]) -> BucketArrays:
     atoms = np.concatenate([p.atoms for p in parts] + [np.zeros((0, 5), np.int64)])
     tables = [t for p in parts for t in p.tables]
     sizes = np.array([len(t) for t in tables], dtype=np.int64)
+    breaks = [b for p in parts for b in (p.breaks or (None,) * len(p.columns))]
+    mapped = np.array([b is not None for b in breaks], dtype=bool)
+    counts = np.array([0 if b is None else len(b) for b in breaks], dtype=np.int64)
+    keys = [(i << 32) + b for i, b in enumerate(breaks) if b is not None] + [
+        np.zeros(0, dtype=np.int64)
+    ]
     ranks = np.stack([p.ranks for p in parts] + [np.zeros((4, MAX_LANES), np.uint32)])
     return BucketArrays(
         slot_start=np.cumsum(slot_count) - slot_count,
@@ -1426,6 +1449,9 @@ def _bucket_arrays(parts: Sequence[Part]) -> BucketArrays:
         table_count=table_count,
         table_column=np.array([c for p in parts for c in p.columns], dtype=np.int64),
         table_offset=np.cumsum(sizes) - sizes,
+        table_mapped=mapped,
+        break_start=np.cumsum(counts) - counts,
+        break_key=np.concatenate(keys),
         tables=np.concatenate(tables + [_NO_WORDS]),
         ranks=ranks,
         narrow=np.ascontiguousarray(ranks[:, :, 0]),
@@ -2269,14 +2295,17 @@ class Chains:
             bits[:, j] |= _TWICE * twice
         now = rows.now[chained][:, None]
         bits |= _EXPIRED * (now >= self.expires[pad] + leeway)
-        bits |= _NOT_YET * (
-            self.has_not_before[pad] & (now < self.not_before[pad] - leeway)
-        )
-        bits |= _REVOKED * self.link_revoked[pad]
+        if self.has_not_before.any():
+            bits |= _NOT_YET * (
+                self.has_not_before[pad] & (now < self.not_before[pad] - leeway)
+            )
+        if self.link_revoked.any():
+            bits |= _REVOKED * self.link_revoked[pad]
         groups = self.plan.action_group[rows.action[chained]]
         covered, widens = self._scopes(groups)
         bits |= _WIDENS * widens
-        bits |= _PURPOSE * self._purpose_changes()
+        if self.has_purpose.any():
+            bits |= _PURPOSE * self._purpose_changes()
         self.bits = np.where(valid, bits, 0)
         kind = (
             self.plan.kind[np.minimum(source[:, 0], len(self.plan.types))]
@@ -2700,7 +2729,15 @@ class Evaluation:
             self.slow_rows = layout.src[where]
         verdicts = Verdicts(size, parts)
         flat = cells.ravel()
-        entry = parts.table_offset[read] + flat[read_column * size + read_row] + 1
+        cell = flat[read_column * size + read_row].astype(np.int64)
+        mapped = parts.table_mapped[read]
+        if mapped.any():  # the bucket's own intervals, found by one search
+            at = _nonzero(mapped)
+            key = (read[at] << 32) + cell[at]
+            local = parts.break_key.searchsorted(key, side="right") - 1
+            local -= parts.break_start[read[at]]
+            cell[at] = np.where(cell[at] < 0, -1, local)
+        entry = parts.table_offset[read] + (cell + 1) * lanes[read_row]
         ends = np.cumsum(count)
         widths = lanes[tabled]
         if len(tabled) and widths.min() == widths.max() == 1:
@@ -2772,20 +2809,15 @@ class Evaluation:
     ) -> None:
         """Rows whose bucket has tables `lanes` lanes wide: each column read
         narrows the slots still clear and still sound (AND over columns);
-        `entry` is each read's entry for lane 0 (its cell, error first,
-        counted in entries of one lane)."""
+        `entry` is each read's entry for lane 0 (its cell or interval,
+        error first, `lanes` entries apiece)."""
         parts = verdicts.parts
         at = tabled[group]
         b = bucket[at]
         counts = count[group]
         reads = _ranges(ends[group] - counts, counts)
         first = entry[reads]
-        if lanes > 1:
-            offset = first - parts.table_offset[_ranges(parts.table_start[b], counts)]
-            first = first + offset * (lanes - 1)
-            found = parts.tables[first[:, None] + np.arange(lanes)]
-        else:
-            found = parts.tables[first][:, None]
+        found = parts.tables[first[:, None] + np.arange(lanes)]
         ranks = np.ascontiguousarray(parts.ranks[b][:, :, :lanes])  # row, rank, lane
         full = (ranks[:, 0] | ranks[:, 1] | ranks[:, 2] | ranks[:, 3]).astype(np.uint64)
         both = full | (full << np.uint64(32))

@@ -11,6 +11,9 @@ interpreter.
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -159,12 +162,15 @@ def _as_objects(columns: dict[str, Any], batch: list[dict[str, Any]]) -> None:
 
 def _assert_rows_agree(result: Any, reference: Engine, batch: list[Any]) -> None:
     for row, request in enumerate(batch):
-        note(f"row {row}: {request!r}")
         want = reference.decide(request)
-        assert result.effect_names()[row] == want.effect
-        assert result.rules_of(row) == want.rule_ids
-        assert tuple(result.rules[row]) == want.rule_ids
-        assert result.reason_codes(row) == want.reason_codes
+        got = (
+            result.effect_names()[row],
+            result.rules_of(row),
+            tuple(result.rules[row]),
+            result.reason_codes(row),
+        )
+        wanted = (want.effect, want.rule_ids, want.rule_ids, want.reason_codes)
+        assert got == wanted, f"row {row}: {request!r}"
 
 
 @given(
@@ -193,6 +199,37 @@ def test_batch_with_chains_agrees_with_decide_row_by_row(
         _as_objects(columns, batch)
     result = decide_columns(engine, columns, min_group=1)
     assert result.vectorized + result.fallback == len(batch)
+    _assert_rows_agree(result, reference, batch)
+
+
+@contextlib.contextmanager
+def _table_budget(words: int) -> Iterator[None]:
+    """Plans built inside use tables of at most `words` entries per bucket
+    and attribute: 0 sends every bucket pair by pair, a few entries make
+    most tables keep one entry per interval of the bucket's own tests."""
+    import ripl.batch as batch_module
+
+    saved = batch_module.TABLE_WORDS, batch_module._PLANS
+    batch_module.TABLE_WORDS = words
+    batch_module._PLANS = weakref.WeakKeyDictionary()
+    try:
+        yield
+    finally:
+        batch_module.TABLE_WORDS, batch_module._PLANS = saved
+
+
+@given(
+    policies(),
+    st.lists(chained_requests(), min_size=1, max_size=8),
+    st.sampled_from([0, 2, 3, 4, 5, 8]),
+)
+def test_tables_per_interval_and_pairs_agree_with_decide(
+    text: str, batch: list[dict[str, Any]], words: int
+) -> None:
+    engine, reference = _engines(text, frozenset(), False)
+    columns = requests_to_columns(batch, engine.policy.schema)
+    with _table_budget(words):
+        result = decide_columns(engine, columns, min_group=1)
     _assert_rows_agree(result, reference, batch)
 
 
@@ -536,3 +573,20 @@ def test_ids_that_hash_alike_send_every_row_one_by_one(
         want = engine.decide(request)
         assert result.effect_names()[row] == want.effect
         assert result.rules_of(row) == want.rule_ids
+
+
+@pytest.mark.parametrize("words", [0, 64, 4096])
+def test_the_benchmark_workload_agrees_with_decide_row_by_row(words: int) -> None:
+    """The benchmark's agents, tools, owners of owners and chains, at every
+    table budget (0: pair by pair; 64: tables per interval)."""
+    from benchmarks.ripl_peer import ripl_request, ripl_source
+    from benchmarks.workload import generate_workload
+
+    workload = generate_workload(300, 400, seed=11)
+    engine = Engine(load_policy(text=ripl_source(workload)))
+    batch = [ripl_request(r, workload.entities) for r in workload.requests]
+    columns = requests_to_columns(batch, engine.policy.schema)
+    with _table_budget(words):
+        result = decide_columns(engine, columns)
+    assert result.fallback == 0
+    _assert_rows_agree(result, engine, batch)
