@@ -2613,20 +2613,26 @@ class Layout:
         capped = roots.has[own]
         self.own_at = np.arange(len(own)) + np.cumsum(capped) - capped
         self.root_at = self.own_at + 1  # meaningful where capped
-        size = len(own) + int(capped.sum())
+        size = len(own) + int(np.count_nonzero(capped))
         self.size = size
         self.capped = capped
+        capping = own[capped]  # the rows that have a root
+        self.roots = self.root_at[capped]  # where their roots are evaluated
         self.src = np.empty(size, dtype=np.int64)
         self.src[self.own_at] = own
-        self.src[self.root_at[capped]] = own[capped]
+        self.src[self.roots] = capping
         self.is_root = np.zeros(size, dtype=bool)
-        self.is_root[self.root_at[capped]] = True
+        self.is_root[self.roots] = True
         self.ptype = rows.ptype[self.src]
-        self.ptype[self.is_root] = roots.code[self.src[self.is_root]]
+        self.root_type = roots.code[capping]
+        self.ptype[self.roots] = self.root_type
         self.rtype = rows.rtype[self.src]
         self.action = rows.action[self.src]
-        self.entity = np.where(self.is_root, roots.entity[self.src], -1)
-        self.chain = np.where(self.is_root, -1, chains.index[self.src])
+        self.root_entity = roots.entity[capping]
+        self.entity = np.full(size, -1, dtype=np.int64)
+        self.entity[self.roots] = self.root_entity
+        self.chain = chains.index[self.src]
+        self.chain[self.roots] = -1
 
 
 class Verdicts:
@@ -2934,13 +2940,13 @@ class Evaluation:
             out = np.full(layout.size, -1, dtype=np.int32)
         else:
             out = self._source_cells(spec, name, data)[layout.src]
-        if spec.root == "principal":  # a root's attributes are its entity's
+        if spec.root == "principal" and len(layout.roots):
+            # A root's attributes are those of its entry in `entities`.
             declares = self.plan.declares(spec)
-            roots = (
-                layout.is_root & declares[np.minimum(layout.ptype, len(declares) - 1)]
-            )
-            if roots.any():
-                out[roots] = self.entities.cells(spec)[layout.entity[roots]]
+            reading = declares[np.minimum(layout.root_type, len(declares) - 1)]
+            if reading.any():
+                entity = layout.root_entity[reading]
+                out[layout.roots[reading]] = self.entities.cells(spec)[entity]
         return out
 
     def _derived_cells(self, spec: Derived) -> npt.NDArray[np.int32]:
