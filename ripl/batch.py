@@ -1057,7 +1057,8 @@ class BucketArrays:
     break_key: IntArray  # every mapped table's breaks as (table << 32) + cell
     tables: npt.NDArray[np.uint64]
     ranks: npt.NDArray[np.uint32]  # bucket, rank, lane
-    narrow: npt.NDArray[np.uint32]  # bucket, rank (lane 0; for one-lane buckets)
+    narrow: npt.NDArray[np.uint32]  # rank, bucket (lane 0; for one-lane buckets)
+    strict: npt.NDArray[np.uint32]  # lane 0's deny, step_up and restrict slots
     whole: npt.NDArray[np.uint64]  # one lane's slots, as clear and as sound
 
 
@@ -1454,7 +1455,8 @@ def _bucket_arrays(parts: Sequence[Part]) -> BucketArrays:
         break_key=np.concatenate(keys),
         tables=np.concatenate(tables + [_NO_WORDS]),
         ranks=ranks,
-        narrow=np.ascontiguousarray(ranks[:, :, 0]),
+        narrow=np.ascontiguousarray(ranks[:, :, 0].T),
+        strict=ranks[:, 1, 0] | ranks[:, 2, 0] | ranks[:, 3, 0],
         whole=_doubled(np.bitwise_or.reduce(ranks[:, :, 0], axis=1)),
     )
 
@@ -2778,21 +2780,18 @@ class Evaluation:
         sound = (both >> np.uint64(32)).astype(np.uint32)
         matched = clear & sound
         erring = clear ^ matched
-        ranks = parts.narrow[b]
-        denies = matched & ranks[:, 3]
-        steps = matched & ranks[:, 2]
-        restricts = matched & ranks[:, 1]
-        allows = matched & ranks[:, 0]
+        narrow = parts.narrow
+        denies = matched & narrow[3][b]
+        steps = matched & narrow[2][b]
+        restricts = matched & narrow[1][b]
+        allows = matched & narrow[0][b]
+        deny, step, restrict = denies != 0, steps != 0, restricts != 0
         best = np.where(
-            denies != 0,
-            3,
-            np.where(steps != 0, 2, np.where(restricts != 0, 1, (allows != 0) - 1)),
+            deny, 3, np.where(step, 2, np.where(restrict, 1, (allows != 0) - 1))
         )
-        block = erring & (ranks[:, 1] | ranks[:, 2] | ranks[:, 3])
+        block = erring & parts.strict[b]
         win = np.where(
-            denies != 0,
-            denies,
-            np.where(steps != 0, steps, np.where(restricts != 0, restricts, allows)),
+            deny, denies, np.where(step, steps, np.where(restrict, restricts, allows))
         )
         blocked = block != 0
         member = np.where(blocked, block | denies, win)
