@@ -340,16 +340,17 @@ class Boxes:
         box = self.boxes.get(rule_id)
         if box is None:
             return None
-        parts: dict[Dim, list[Values]] = {
-            ("action",): [Finite(reach.actions)],
-            ("type", slot): [Finite(reach.principals)],
-            ("type", "r"): [Finite(reach.resources)],
-        }
+        # Attributes first: tests that walk a region's dimensions in order
+        # (`Space.within`, `Space.meets`) fail soonest on them.
+        parts: dict[Dim, list[Values]] = {}
         slots = {"principal": slot, "resource": "r", "context": "ctx"}
         for (root, path, kind), atoms in box.atoms.items():
             parts[("attr", slots[root], path, kind)] = [
                 atom_values(kind, op, value) for op, value in atoms
             ]
+        parts[("type", "r")] = [Finite(reach.resources)]
+        parts[("type", slot)] = [Finite(reach.principals)]
+        parts[("action",)] = [Finite(reach.actions)]
         return space.region(parts)
 
     def may_meet(self, a: str, b: str) -> bool:

@@ -249,11 +249,18 @@ class Space:
     ) -> None:
         self.finite = finite
         self.labels = labels
+        self._universes: dict[Dim, Values] = {}
 
     def universe(self, dim: Dim) -> Values:
-        found = self.finite.get(dim)
-        if found is not None:
-            return Finite(found)
+        found = self._universes.get(dim)
+        if found is None:
+            found = self._universes[dim] = self._universe(dim)
+        return found
+
+    def _universe(self, dim: Dim) -> Values:
+        finite = self.finite.get(dim)
+        if finite is not None:
+            return Finite(finite)
         kind = dim[-1]
         assert isinstance(kind, str)
         if kind == "bool":

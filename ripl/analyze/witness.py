@@ -473,6 +473,8 @@ class Observer:
     def __init__(self, policy: ir.PolicySet) -> None:
         self.policy = policy
         self._engines: dict[_Key, _Subset] = {}
+        self._seen: dict[str, Observation | None] = {}
+        self._by_action: dict[str, tuple[ir.Rule, ...]] = {}
 
     def _engine(
         self,
@@ -483,11 +485,17 @@ class Observer:
         key = (action, resource, principals)
         found = self._engines.get(key)
         if found is None:
+            for_action = self._by_action.get(action)
+            if for_action is None:
+                for_action = self._by_action[action] = tuple(
+                    r
+                    for r in self.policy.rules
+                    if r.actions is None or action in r.actions
+                )
             rules = tuple(
                 r
-                for r in self.policy.rules
-                if (r.actions is None or action in r.actions)
-                and (
+                for r in for_action
+                if (
                     resource is None
                     or r.resource_types is None
                     or resource in r.resource_types
@@ -506,6 +514,18 @@ class Observer:
         return found
 
     def observe(self, request: Mapping[str, Any]) -> Observation | None:
+        """What the engine makes of `request`. Witnesses built at region
+        points often coincide (every choice is the simplest value), so an
+        observation is kept by the request's text and reused."""
+        key = repr(request)
+        if key in self._seen:
+            return self._seen[key]
+        found = self._observe(request)
+        if len(self._seen) < SEEN_LIMIT:
+            self._seen[key] = found
+        return found
+
+    def _observe(self, request: Mapping[str, Any]) -> Observation | None:
         action = request.get("action")
         if not isinstance(action, str) or action not in self.policy.schema.actions:
             return None
@@ -552,6 +572,8 @@ class Observer:
 
 
 _Key = tuple[str, str | None, frozenset[str] | None]
+SEEN_LIMIT = 100_000
+"""Observations an observer keeps for reuse."""
 
 
 @attrs.frozen
