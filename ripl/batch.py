@@ -4,14 +4,17 @@
 the request contract: `action`, `principal.type`, `principal.id`,
 `principal.attrs.NAME`, `resource.type`, `resource.id`, `resource.attrs.NAME`,
 `context.NAME`, the principal's inline owner as `owner.type` and `owner.id`,
-and `now` (RFC 3339 text, or `datetime64` read as UTC). A missing value is
-`None` in an object column, NaN in a float column, NaT, or a masked entry of a
-masked array. `delegation` (the chain) and `entities` are either object
+and `now` (RFC 3339 text, or `datetime64` read as UTC). A column is a numpy
+array (typed, or objects), a masked array, or a `Coded` column (dictionary
+encoded: codes into a small array of values, as parquet and arrow keep
+repeated strings; a pandas `Categorical` reads the same way). A missing
+value is `None` in an object column, NaN in a float column, NaT, a masked
+entry, or code -1. `delegation` (the chain) and `entities` are either object
 columns holding each row's list of mappings (or None), or `Ragged` columns:
 the flat layout of an arrow `list<struct>` column, row i holding records
 `offsets[i]:offsets[i + 1]` of one flat array per field, fields named by their
 dotted path (`from.type`, `attrs.team`; a link's `scopes` is a `Ragged` of
-names under the field name ""). `requests_to_columns` writes that layout, as
+names under the field name ""). `requests_to_columns` writes this layout, as
 a decision log would keep it. The older `owner.attrs.NAME` and `owner.present`
 columns still describe the owner's entry in `entities`.
 
@@ -21,24 +24,30 @@ rows: row i's rules are `rule_ids[k]` for each k in
 `rule_index[rule_offsets[i]:rule_offsets[i + 1]]`, in id order, exactly as
 `Decision.rule_ids` lists them. `rules_of(i)` reads one row, `rules` builds a
 tuple for every row, and `reason_codes(i)` gives the reason codes `decide`
-would give.
+would give (a failed chain lists each failed check, in `check_chain`'s order).
 
 **How.** What `decide` checks before any rule runs is done over whole
-columns: the request's shape, every check of the delegation chain (each
-failure as its own reason, in `check_chain`'s order), and the root whose
-decision caps the principal's (the chain's first grantor, or the human found
-through owners). Then every row, and every root of a row, is expanded into
-(row, rule) pairs for the rules of its bucket (the compiled tree's dispatch
-on action, principal type and resource type), and each pair into the tests
-of its rule's conjunction. A test of an attribute against a constant is a
-range check on the value's *cell*: the constants that all rules compare that
-attribute with, sorted, cut its values into cells, and each value is put in
-its cell once per batch, exactly (integers as integers, a float as
-`Decimal(repr(x))`, the way a single request reads it). Any other test
-(`or`, `not`, `has`, delegation facts, obligations read from the request) is
-evaluated, three-valued, once per batch for each principal and resource type
-it meets. Matches and errors combine as `decision.combine` does, and the
-root's result caps the principal's as `engine.decide_parsed` does.
+columns: the request's shape, every check of the delegation chain, and the
+root whose decision caps the principal's (the chain's first grantor, or the
+human found by following owners through `entities`). Ids compare as 64-bit
+hashes, once the batch is seen to hold no two different ids with one hash
+(else every row goes one by one). Each row, and each root of a row, is an
+*evaluated row* of the bucket the compiled tree dispatches it to (action,
+principal type, resource type). A test of an attribute against a constant
+reads the value's *cell*: the constants all rules compare that attribute
+with, sorted, cut its values into cells, and each value is put in its cell
+once per batch, exactly (integers as integers, a float as `Decimal(repr(x))`,
+the way a single request reads it). Any other test (`or`, `not`, `has`,
+delegation facts, obligations read from the request) is evaluated,
+three-valued, once per batch for each principal and resource type it meets,
+and has the cells false, true and error. A bucket of up to 256 rules keeps,
+per attribute it reads and per cell (or, when that table would be too big,
+per interval of its own tests), bit masks of the rules the value leaves
+"clear" (not false) and "sound" (not error); an evaluated row ANDs one mask
+pair per attribute, and its matches are what is clear and sound. Bigger
+buckets are evaluated (row, rule) pair by pair. Matches and errors combine as
+`decision.combine` does, and the root's result caps the principal's as
+`engine.decide_parsed` does.
 
 Rows the vectorized path cannot take are decided one by one with
 `Engine.decide`, so every row agrees with `decide`: bad requests, malformed
@@ -2234,7 +2243,10 @@ class Chains:
         bad |= expires > _MAX_US - leeway  # `expires + leeway` would overflow
         bad |= ~before_none & (not_before < _MIN_US + leeway)
         limits = fields.get("limits")
-        if limits is not None:  # TODO: limits are checked one by one for now
+        # TODO: link limits (a later link raising one is `chain_widens`, rules
+        # read their minimum) have no vector form yet, so every row whose
+        # chain sets a limit goes through `decide` one by one.
+        if limits is not None:
             bad |= np.array([bool(_plain(v)) for v in _items(limits)], dtype=bool)
         scopes = fields.get("scopes")
         if not isinstance(scopes, Ragged):
