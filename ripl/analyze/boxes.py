@@ -85,6 +85,7 @@ class ReachIndex:
             for table in tables
         )
         self._unions: dict[tuple[int, frozenset[str]], int] = {}
+        self._found: dict[Reach, list[str]] = {}
 
     def _union(self, which: int, names: frozenset[str]) -> int:
         key = (which, names)
@@ -98,9 +99,15 @@ class ReachIndex:
         return found
 
     def overlapping(self, reach: Reach, exclude: str | None = None) -> list[str]:
+        """Many rules share a reach (one target written many times), so the
+        answer is kept per reach."""
+        found = self._found.get(reach)
+        if found is None:
+            found = self._found[reach] = self._overlapping(reach)
+        return [rule_id for rule_id in found if rule_id != exclude]
+
+    def _overlapping(self, reach: Reach) -> list[str]:
         candidates = self._union(0, reach.principals) & self._union(1, reach.resources)
-        if exclude is not None:
-            candidates &= ~(1 << self.position[exclude])
         out: list[str] = []
         for action in sorted(reach.actions):
             if not candidates:
