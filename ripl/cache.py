@@ -30,7 +30,7 @@ from cachetools import LRUCache
 
 from ripl.compile import Bucket, CompiledPolicy
 from ripl.decision import Verdict
-from ripl.delegation import NO_CHAIN, find_root
+from ripl.delegation import NO_CHAIN, find_root, owner_types
 from ripl.memo import CacheStats, CompiledSetCache
 from ripl.request import Entity, Link, Parsed
 
@@ -155,6 +155,9 @@ def decision_key(
         if root_key is None:
             return None
         root_part = (root.type, root.id, root_key)
+    schema = compiled.policy.schema
+    # Declared scopes are checked along the owners too (`beyond_declared`).
+    owners = owner_types(request, schema) if schema.ceilings and not chain else ()
     return (
         request.action,
         principal.type,
@@ -166,6 +169,7 @@ def decision_key(
         request.link_errors,
         root_part,
         missing,
+        owners,
     )
 
 

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -349,6 +350,12 @@ def cap_by_root(
 # ---- the decision -------------------------------------------------------------
 
 
+def read_only(obligations: Mapping[str, ir.Value]) -> Mapping[str, ir.Value]:
+    if type(obligations) is MappingProxyType:
+        return obligations
+    return MappingProxyType(dict(obligations))
+
+
 @attrs.frozen
 class Decision:
     """The answer to one request, with everything behind it."""
@@ -356,7 +363,9 @@ class Decision:
     effect: str
     rules: tuple[RuleRef, ...]
     reasons: tuple[str, ...]
-    obligations: Mapping[str, ir.Value]
+    # Read-only: decisions may share one verdict (a kept one, or a cache hit),
+    # so an application editing what it was told must not edit the next answer.
+    obligations: Mapping[str, ir.Value] = attrs.field(converter=read_only)
     requirements: tuple[str, ...]
     errors: tuple[str, ...]
     policy_hash: str

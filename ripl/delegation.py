@@ -229,6 +229,24 @@ def find_root(
         owner = entity.owner
 
 
+def owner_types(request: Parsed, schema: ir.Schema) -> tuple[str, ...]:
+    """The types of the principal's owners, in order, up to the first human
+    (or as far as `entities` lead): whose authority a principal without a
+    chain acts under."""
+    out: list[str] = []
+    seen: set[ir.EntityRef] = set()
+    owner = request.principal.owner
+    while owner is not None and owner not in seen:
+        seen.add(owner)
+        out.append(owner.type)
+        definition = schema.entities.get(owner.type)
+        if definition is None or definition.kind in (None, "human"):
+            break
+        entity = request.entities.get(owner)
+        owner = None if entity is None else entity.owner
+    return tuple(out)
+
+
 def _root_entity(request: Parsed, ref: ir.EntityRef) -> Entity:
     """The root as `entities` describes it, never as the request's resource
     or principal describe it inline."""

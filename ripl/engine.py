@@ -31,7 +31,7 @@ from ripl.decision import (
     combine,
     deny,
 )
-from ripl.delegation import NO_CHAIN, Facts, check_chain, find_root
+from ripl.delegation import NO_CHAIN, Facts, check_chain, find_root, owner_types
 from ripl.errors import RiplError
 from ripl.interpret import Interpreter
 from ripl.modules import load_modules
@@ -326,9 +326,8 @@ def decide_parsed(
     schema = policy.schema
     definitions = schema.obligations
     failures, facts = check_chain(request, schema, leeway=leeway, is_revoked=is_revoked)
-    declared = schema.entities[request.principal.type]
-    if declared.scopes is not None and not declared.may_act(request.action):
-        failures.append(outside_declared(declared, request.action))
+    if schema.ceilings:
+        failures.extend(beyond_declared(request, schema, facts))
     if failures:
         return deny(*failures)
     pending_of = getattr(evaluator, "pending", None)
@@ -347,10 +346,6 @@ def decide_parsed(
         return deny(missing, errors=own.errors)
     if root is None or root.ref == request.principal.ref:
         return own.verdict()
-    root_declared = schema.entities[root.type]
-    if root_declared.scopes is not None and not root_declared.may_act(request.action):
-        root_side = Pending.of(deny(outside_declared(root_declared, request.action)))
-        return cap_pending(own, root_side, str(root.ref), definitions)
     as_root = Parsed(
         principal=root,
         action=request.action,
@@ -364,13 +359,27 @@ def decide_parsed(
     return cap_pending(own, pending(as_root, NO_CHAIN), str(root.ref), definitions)
 
 
-def outside_declared(declared: ir.EntityDef, action: str) -> str:
-    """The reason an identity type's declared scopes refuse an action."""
-    scopes = ", ".join(f"`{s}`" for s in sorted(declared.scopes or ()))
-    return (
-        f"scope_not_declared: `{action}` is outside the scopes declared for "
-        f"`{declared.name}` ({scopes})"
-    )
+def beyond_declared(request: Parsed, schema: ir.Schema, facts: Facts) -> list[str]:
+    """`scope_not_declared` for each identity type the request acts through
+    whose declared scopes do not cover the action: the principal and every
+    member of its chain, or, without a chain, the principal and its owners up
+    to the root human. Authority that passes through an identity never
+    exceeds that identity's ceiling."""
+    types = {request.principal.type}
+    if facts.depth:
+        types |= facts.members
+    else:
+        types.update(owner_types(request, schema))
+    out = []
+    for name in sorted(types & schema.ceilings):
+        declared = schema.entities[name]
+        if not declared.may_act(request.action):
+            scopes = ", ".join(f"`{s}`" for s in sorted(declared.scopes or ()))
+            out.append(
+                f"scope_not_declared: `{request.action}` is outside the scopes "
+                f"declared for `{name}` ({scopes})"
+            )
+    return out
 
 
 def _decision_cache(

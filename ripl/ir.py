@@ -477,6 +477,15 @@ class Schema:
     context: RecordType
     obligations: Mapping[str, ObligationDef]
     requirements: frozenset[str]
+    # The types that declare scopes (derived, so a decision asks one question
+    # when none does).
+    ceilings: frozenset[str] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        declared = frozenset(
+            name for name, entity in self.entities.items() if entity.scopes is not None
+        )
+        object.__setattr__(self, "ceilings", declared)
 
 
 @attrs.frozen(cache_hash=True)

@@ -39,6 +39,8 @@ def _kind(v: object) -> str:
         return "set"
     if isinstance(v, Mapping):
         return "record"
+    if isinstance(v, str):  # a subclass (`StrEnum`) is a string all the same
+        return "str"
     return type(v).__name__
 
 

@@ -82,7 +82,7 @@ def intern_ref(typ: str, ident: str) -> ir.EntityRef:
     request does not build a new one for every entity it names. References
     are immutable and compare by value, so sharing one changes nothing."""
     if type(typ) is not str or type(ident) is not str or len(ident) > _MAX_INTERNED_ID:
-        return ir.EntityRef(typ, ident)
+        return ir.EntityRef(_plain_any(typ), _plain_any(ident))
     key = (typ, ident)
     ref = _REFS.get(key)
     if ref is None:
@@ -295,7 +295,7 @@ def _convert_prim(value: Any, typ: ir.Prim) -> ir.Value | Err:
             return value
     elif name == "int":
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return value if type(value) is int else int(value)  # an `IntEnum`
         if (
             isinstance(value, Decimal)
             and value.is_finite()
@@ -306,7 +306,9 @@ def _convert_prim(value: Any, typ: ir.Prim) -> ir.Value | Err:
         if isinstance(value, Decimal) and not value.is_finite():
             return Err(f"`{value}` is not a finite number")
         if isinstance(value, int | Decimal) and not isinstance(value, bool):
-            return value
+            if type(value) is int or type(value) is Decimal:
+                return value
+            return int(value) if isinstance(value, int) else Decimal(value)
         if isinstance(value, float) and value == value and abs(value) != float("inf"):
             return Decimal(repr(value))
         if isinstance(value, str):
@@ -320,7 +322,7 @@ def _convert_prim(value: Any, typ: ir.Prim) -> ir.Value | Err:
                 pass
     elif name == "string":
         if isinstance(value, str):
-            return value
+            return plain(value)
     elif name == "duration":
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return Duration(value)
@@ -333,6 +335,17 @@ def _convert_prim(value: Any, typ: ir.Prim) -> ir.Value | Err:
 
 _DECIMAL_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 _DURATION_RE = re.compile(r"^([0-9]+[dhms])+$")
+
+
+def plain(text: str) -> str:
+    """The characters of a string as a plain `str`: a subclass (`StrEnum`,
+    a tagged string) compares and hashes as its text, and nothing further in
+    ripl sees the subclass or its methods."""
+    return text if type(text) is str else str.__str__(text)
+
+
+def _plain_any(value: Any) -> Any:
+    return plain(value) if isinstance(value, str) else value
 
 
 def _json_kind(value: Any) -> str:
@@ -366,7 +379,7 @@ def entity_ref(value: Any) -> ir.EntityRef | None:
     if _is_map(value):
         typ, ident = value.get("type"), value.get("id")
         if isinstance(typ, str) and isinstance(ident, str):
-            return ir.EntityRef(typ, ident)
+            return ir.EntityRef(plain(typ), plain(ident))
     return None
 
 
@@ -461,7 +474,7 @@ def _build_entity(
         definition = _check_entity(data, path, schema)
     else:
         definition = schema.entities[data["type"]]
-    typ, ident = data["type"], data["id"]
+    typ, ident = plain(data["type"]), plain(data["id"])
     base = index._raw.get((typ, ident)) if index is not None else None
     inline = data.get("attrs")
     owner = entity_ref(data.get("owner"))
@@ -533,18 +546,26 @@ def _parse_link(data: Any, index: int, schema: ir.Schema) -> Link | str:
     if source is None or target is None:
         return f"malformed_link: {where} needs `from` and `to` as entities"
     scopes = data.get("scopes")
-    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+    if not isinstance(scopes, list | tuple) or not all(
+        isinstance(s, str) for s in scopes
+    ):
         return f"malformed_link: {where} needs `scopes` as a list of names"
     unknown = [s for s in scopes if s not in schema.groups]
     if unknown:
         return f"malformed_link: {where} names unknown scope `{unknown[0]}`"
     try:
         expires = parse_time(data.get("expires"), ())
-        not_before = None
-        if data.get("not_before") is not None:
-            not_before = parse_time(data["not_before"], ())
     except BadRequest:
         return f"malformed_link: {where} needs `expires` as an RFC 3339 timestamp"
+    not_before = None
+    if data.get("not_before") is not None:
+        try:
+            not_before = parse_time(data["not_before"], ())
+        except BadRequest:
+            return (
+                f"malformed_link: {where} has a `not_before` that is not an "
+                "RFC 3339 timestamp"
+            )
     purpose = data.get("purpose")
     if purpose is not None and not isinstance(purpose, str):
         return f"malformed_link: {where} has a `purpose` that is not a string"
@@ -568,13 +589,13 @@ def _parse_link(data: Any, index: int, schema: ir.Schema) -> Link | str:
         return f"malformed_link: {where} has `limits` that are not numbers"
     return Link(
         index,
-        link_id,
+        plain(link_id),
         source,
         target,
-        tuple(scopes),
+        tuple(plain(scope) for scope in scopes),
         expires,
         not_before,
-        purpose,
+        None if purpose is None else plain(purpose),
         dict(limits),
     )
 
@@ -736,7 +757,7 @@ def _parse_general(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
         raise BadRequest("`entities` must be a list", ("entities",))
     for i, item in enumerate(entities):
         _check_entity(item, ("entities", i), schema)
-        entity_key: tuple[str, str] = (item["type"], item["id"])
+        entity_key: tuple[str, str] = (plain(item["type"]), plain(item["id"]))
         if entity_key in raw_entities:
             raise BadRequest(
                 f"entity `{entity_key[0]}::{entity_key[1]}` is listed twice",
@@ -756,6 +777,7 @@ def _parse_general(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
     action = data["action"]
     if not isinstance(action, str):
         raise BadRequest("`action` must be a string", ("action",))
+    action = plain(action)
     if action not in schema.actions:
         from ripl.check import did_you_mean
 

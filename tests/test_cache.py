@@ -206,3 +206,28 @@ def test_chain_window_is_bounded_by_the_next_expiry() -> None:
     window = chain_window(parsed.chain, parsed.now, timedelta(0))
     assert window.start is None
     assert window.end == datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+
+
+def test_an_edited_decision_never_edits_the_next_one() -> None:
+    """Decisions may share a verdict (a cache hit, a kept verdict), so what an
+    application is handed cannot be edited: a restrict decision's obligations
+    stay what the policy says on every later answer."""
+    import json
+    from pathlib import Path
+
+    import ripl
+
+    folder = Path(__file__).resolve().parent.parent / "examples" / "refunds"
+    request = json.loads((folder / "requests" / "read-invoice.json").read_text())
+    fresh = ripl.load(folder).decide(request)
+    assert fresh.effect == "restrict" and "redact" in fresh.obligations
+    for options in ({"decision_cache": 64}, {}, {"mode": "reference"}):
+        engine = ripl.load(folder, **options)
+        first = engine.decide(request)
+        with pytest.raises((TypeError, AttributeError)):
+            first.obligations.clear()  # type: ignore[attr-defined]
+        with pytest.raises(TypeError):
+            first.obligations["redact"] = frozenset()  # type: ignore[index]
+        again = engine.decide(request)
+        assert again.obligations == fresh.obligations
+        assert dict(again.obligations) == dict(fresh.obligations)

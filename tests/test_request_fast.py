@@ -241,3 +241,63 @@ def test_the_fast_reader_leaves_bad_requests_to_the_general_one(
     assert _parse_plain(data, SCHEMA, CLOCK) is None
     with pytest.raises(BadRequest, match=message.replace("`", ".")):
         parse_request(data, SCHEMA, CLOCK)
+
+
+def test_string_and_integer_subclasses_read_as_their_plain_values() -> None:
+    """`StrEnum` / `IntEnum` values (and any `str` subclass) are the same
+    strings and numbers to a rule, in every engine, and a cached answer for
+    a plain value is the right answer for the subclass too."""
+    import enum
+
+    import ripl
+
+    class Tag(enum.StrEnum):
+        OK = "ok"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    text = (
+        "entity User: human { tag: string, level: int }\n"
+        "entity Bot: agent owner User {}\n"
+        "entity Doc {}\n"
+        "actions docs { read }\n"
+        "allow tagged: action docs.read\n"
+        '    when principal.tag == "ok" and principal.level >= 3\n'
+        "allow bot: principal is Bot action docs.read\n"
+        'deny evil: principal is Bot when delegation.purpose == "evil"\n'
+    )
+
+    def ask(tag: Any, level: Any, purpose: Any) -> dict[str, Any]:
+        return {
+            "principal": {
+                "type": Text("Bot"),
+                "id": Text("b1"),
+                "owner": {"type": "User", "id": "u1"},
+            },
+            "action": Text("docs.read"),
+            "resource": {"type": "Doc", "id": "d1"},
+            "entities": [
+                {"type": "User", "id": "u1", "attrs": {"tag": tag, "level": level}}
+            ],
+            "now": "2026-12-04T09:00:00Z",
+            "delegation": [
+                {
+                    "id": Text("l0"),
+                    "from": {"type": "User", "id": Text("u1")},
+                    "to": {"type": "Bot", "id": "b1"},
+                    "scopes": (Text("docs"),),
+                    "expires": "2026-12-05T00:00:00Z",
+                    "purpose": purpose,
+                }
+            ],
+        }
+
+    for options in ({}, {"mode": "reference"}, {"decision_cache": 64}):
+        engine = ripl.load(text=text, **options)
+        plain = engine.decide(ask("ok", 3, "evil"))
+        assert plain.effect == "deny" and plain.rule_ids == ("evil",)
+        assert engine.decide(ask(Tag.OK, Level.HIGH, Text("evil"))) == plain
+        fine = engine.decide(ask(Tag.OK, Level.HIGH, Text("triage")))
+        assert fine.effect == "allow" and fine.rule_ids == ("bot",)
+        assert fine == engine.decide(ask("ok", 3, "triage"))
