@@ -184,6 +184,7 @@ class _Builder:
         self.comments: list[_Tok] = []
         self.extents: dict[int, tuple[Span, object]] = {}
         self.heights: dict[int, tuple[int, object]] = {}
+        self.keys: dict[int, tuple[_Tok, object]] = {}  # JSON pair → its key
         self.deepest_at = -1  # start of the last node found too deep, if any
 
     # -- spans
@@ -731,7 +732,20 @@ class _Builder:
 
     def json_object(self, c: Children) -> dict[str, Any]:
         pairs = [x for x in c[1:-1] if type(x) is tuple]
-        node: dict[str, Any] = dict(pairs)
+        node: dict[str, Any] = {}
+        for pair in pairs:
+            if pair[0] in node:
+                # As for request files: two readers must never see two values.
+                key = self.keys[id(pair)][0]
+                self._defer(
+                    Diagnostic(
+                        "duplicate",
+                        f"the key `{pair[0]}` appears twice in one object",
+                        self._tok(key),
+                        hint="give each key once",
+                    )
+                )
+            node[pair[0]] = pair[1]
         height = 1 + max(map(self._height, pairs), default=0)
         self._nest(node, height, c[0].start_pos)
         return node
@@ -740,6 +754,7 @@ class _Builder:
         key, _, value = c
         pair = (self._decode(key), None if value is _NULL else value)
         self._carry(pair, self._height(value))
+        self.keys[id(pair)] = (key, pair)
         return pair
 
     def json_array(self, c: Children) -> list[Any]:

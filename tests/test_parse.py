@@ -415,3 +415,32 @@ def test_nesting_is_counted_exactly_at_the_limit(shape: str) -> None:
     assert condition(expr) is not None
     (found,) = parse_error(f"allow r:\n    when {shape.format(expr)}\n").diagnostics
     assert found.message == _TOO_DEEP
+
+
+def test_an_inline_request_may_not_give_a_key_twice() -> None:
+    text = (
+        'test "t":\n'
+        '    request {"principal": {"type": "U", "id": "u"}, "action": "a",\n'
+        '             "principal": {"type": "U", "id": "v"}}\n'
+        "    expect allow\n"
+    )
+    with pytest.raises(ParseError) as raised:
+        parse_source(text, "t.ripl")
+    (diagnostic,) = raised.value.diagnostics
+    assert diagnostic.message == "the key `principal` appears twice in one object"
+    assert (diagnostic.span.line, diagnostic.span.column) == (3, 14)
+    assert diagnostic.hint == "give each key once"
+
+
+@pytest.mark.parametrize("number", ["1_", "2__0", "3_.5", "4.5_"])
+def test_an_underscore_in_a_number_sits_between_digits(number: str) -> None:
+    with pytest.raises(ParseError):
+        parse_source(f"option clock_leeway = {number}\n", "n.ripl")
+
+
+@pytest.mark.parametrize(("number", "value"), [("1_000", 1000), ("1_0.2_5", "10.25")])
+def test_digit_groups_read_as_their_number(number: str, value: object) -> None:
+    text = f"entity U: human {{ n: decimal }}\nallow r: when principal.n < {number}\n"
+    rule = parse_source(text, "n.ripl").items[1]
+    assert isinstance(rule, ast.Rule)
+    assert str(rule.when[0].right.value) == str(value)  # type: ignore[attr-defined]
