@@ -390,9 +390,10 @@ def format_module(module: ast.Module, text: str) -> str:
             if source is not None:
                 flush_before(source.start, indent)
             out.append(line + trailing(source))
-        # Comments inside the item that no line claimed stay with the item.
+        # Comments inside the item that no line claimed follow it, where the
+        # next run reads them as comments between items: the same again.
         while pending and pending[0].span.start < item.span.end:
-            out.append(INDENT + pending.pop(0).text.rstrip())
+            out.append(pending.pop(0).text.rstrip())
         prev_end = item.span.end
     if pending and out:
         first = pending[0].span.start

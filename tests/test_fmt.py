@@ -193,3 +193,25 @@ def test_formatting_any_condition_is_idempotent_and_keeps_the_ast(
     formatted = format_source(text)
     assert parse_source(formatted).items == original.items
     assert format_source(formatted) == formatted
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "entity Bot: agent owner User | Ops scopes\n"
+        "   docs.read   # c1\n   , docs.write {}",
+        "entity Bot: agent owner User  # c1\n  | Ops {}",
+        "entity Bot: agent # c1\n owner User {}",
+        "entity Bot: agent owner User scopes docs # c1\n {}",
+    ],
+)
+def test_a_comment_inside_an_entity_head_is_kept_and_formatting_is_stable(
+    head: str,
+) -> None:
+    text = (
+        "entity User: human {}\nentity Ops: human {}\n"
+        f"{head}\nactions docs {{ read, write }}\n"
+    )
+    once = format_source(text, "t.ripl")
+    assert "# c1" in once
+    assert format_source(once, "t.ripl") == once
