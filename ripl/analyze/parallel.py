@@ -30,8 +30,9 @@ import attrs
 log = logging.getLogger(__name__)
 
 CHUNK_RULES = 1000
-"""Rules per chunk. A policy set up to this size is one chunk, analyzed in
-source order exactly as without chunks."""
+"""A policy set up to this many rules is one chunk, analyzed in source
+order exactly as without chunks; a larger one is cut into chunks of about
+half as many (enough of them to keep every core busy to the end)."""
 
 WORKERS_ENV = "RIPL_ANALYZE_WORKERS"
 """Environment variable capping the worker processes (1: never fork)."""
@@ -60,16 +61,16 @@ class Chunked(Protocol):
 def plan_chunks(
     ids: Sequence[str], group: Callable[[str], str], size: int | None = None
 ) -> list[list[str]]:
-    """Rule ids in chunks of about `size` (default `CHUNK_RULES`): one chunk
-    in source order when there are few rules, else sorted by `group` (rules
-    that share a group share overlapping rules and engines) and cut into
-    equal runs."""
+    """Rule ids in chunks: one in source order when there are at most `size`
+    (default `CHUNK_RULES`), else sorted by `group` (rules that share a
+    group share overlapping rules and engines) and cut into equal runs of
+    about `size / 2`."""
     size = CHUNK_RULES if size is None else size
     if len(ids) <= size:
         return [list(ids)]
     position = {rule_id: i for i, rule_id in enumerate(ids)}
     ordered = sorted(ids, key=lambda rule_id: (group(rule_id), position[rule_id]))
-    count = math.ceil(len(ordered) / size)
+    count = math.ceil(2 * len(ordered) / size)
     bounds = [round(i * len(ordered) / count) for i in range(count + 1)]
     return [ordered[bounds[i] : bounds[i + 1]] for i in range(count)]
 
