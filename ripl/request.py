@@ -818,25 +818,30 @@ def _parse_general(data: Any, schema: ir.Schema, clock: datetime) -> Parsed:
 class JsonError(ValueError):
     """Request text that is not strict JSON; `pos` is an offset into it."""
 
-    def __init__(self, message: str, pos: int = 0) -> None:
+    def __init__(self, message: str, pos: int = 0, token: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.pos = pos
+        self.token = token  # what to look for when the decoder gave no offset
 
 
 def _no_constants(name: str) -> Any:
-    raise JsonError(f"`{name}` is not a JSON number")
+    raise JsonError(f"`{name}` is not a JSON number", token=f"constant:{name}")
 
 
 def _exact_int(text: str) -> int:
     if len(text) > MAX_NUMBER_DIGITS:
-        raise JsonError(f"a number longer than {MAX_NUMBER_DIGITS} digits")
+        raise JsonError(
+            f"a number longer than {MAX_NUMBER_DIGITS} digits", token="number:"
+        )
     return int(text)
 
 
 def _exact_decimal(text: str) -> Decimal:
     if len(text) > MAX_NUMBER_DIGITS:
-        raise JsonError(f"a number longer than {MAX_NUMBER_DIGITS} digits")
+        raise JsonError(
+            f"a number longer than {MAX_NUMBER_DIGITS} digits", token="number:"
+        )
     return Decimal(text)
 
 
@@ -845,9 +850,48 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in out:
             # Two readers of one request must never see two different values.
-            raise JsonError(f"the key `{key}` appears twice in one object")
+            raise JsonError(
+                f"the key `{key}` appears twice in one object", token=f"key:{key}"
+            )
         out[key] = value
     return out
+
+
+_JSON_TOKENS = re.compile(
+    r'"(?:[^"\\]|\\.)*"(?P<key>\s*:)?|(?P<open>[{\[])|(?P<close>[}\]])'
+    r"|(?P<constant>-?Infinity|NaN)|(?P<number>[-0-9.eE+]{1001,})"
+)
+
+
+def _locate(text: str, token: str) -> int:
+    """The offset of what the decoder refused without saying where: a key
+    given twice in one object (strings are skipped whole, so text inside a
+    string never matches), a NaN or Infinity, an overlong number. 0 when it
+    cannot be found."""
+    kind, _, detail = token.partition(":")
+    objects: list[set[str]] = []  # the keys seen in each open object or array
+    for match in _JSON_TOKENS.finditer(text):
+        if match.group("open") is not None:
+            objects.append(set())
+        elif match.group("close") is not None:
+            if objects:
+                objects.pop()
+        elif match.group("key") is not None:
+            if kind != "key" or not objects:
+                continue
+            quoted = match.group(0)[: match.group(0).rindex('"') + 1]
+            try:
+                name = json.loads(quoted)
+            except ValueError:
+                continue
+            if name in objects[-1] and name == detail:
+                return match.start()
+            objects[-1].add(name)
+        elif kind == "constant" and match.group("constant") == detail:
+            return match.start()
+        elif kind == "number" and match.group("number") is not None:
+            return match.start()
+    return 0
 
 
 MAX_NUMBER_DIGITS = 1000
@@ -867,5 +911,9 @@ def load_json(text: str) -> Any:
         )
     except json.JSONDecodeError as exc:
         raise JsonError(exc.msg.lower(), exc.pos) from None
+    except JsonError as exc:
+        if exc.token is not None:
+            exc.pos = _locate(text, exc.token)
+        raise
     except RecursionError:
         raise JsonError("the JSON is nested too deeply") from None

@@ -491,3 +491,24 @@ def test_owner_attribute_columns_reach_the_root_in_row_by_row_batches() -> None:
     assert list(result.effect_names()) == ["allow", "deny", "allow", "deny"]
     vectorized = decide_columns(engine, columns, min_group=1)
     assert list(vectorized.effect_names()) == ["allow", "deny", "allow", "deny"]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"a": 1,\n "b": {"a": 2,\n   "a": 3}}', ":3:4:"),
+        ('{"x": "NaN",\n  "y": NaN}', ":2:8:"),
+        ('[{"a": 1}, {"a": 2,\n "z": "\\"a\\": 1", "a": 5}]', ":2:19:"),
+    ],
+    ids=["repeated-inner-key", "nan-after-a-string-saying-nan", "key-text-in-a-string"],
+)
+def test_refused_request_text_is_pointed_at_where_it_is(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    policy = tmp_path / "cap.ripl"
+    policy.write_text(CAP, encoding="utf-8")
+    request = tmp_path / "r.json"
+    request.write_text(text, encoding="utf-8")
+    result = run("eval", str(policy), "-r", str(request))
+    assert result.returncode == 2
+    assert f"{request}{where}" in result.stderr
