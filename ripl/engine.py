@@ -220,6 +220,18 @@ class Engine:
             if decisions is not None:
                 decisions.clear()
 
+    def revoked_ids(self) -> frozenset[str] | None:
+        """The ids revoked through `revoke`, when they are all there is to
+        this engine's revocations; None when a shared store is attached (it
+        must then be asked link by link, through `is_revoked`)."""
+        if self._revocations is not None:
+            return None
+        return frozenset(self._revoked)  # replaced whole by `revoke`: one state
+
+    def now(self) -> datetime:
+        """The engine's clock: the time a request without `now` is decided at."""
+        return self._clock()
+
     def is_revoked(self, link: Link) -> bool:
         """Revoked here by `revoke`, or in the shared store. The store counts a
         link without an id as revoked: it cannot tell, so it does not pass it."""

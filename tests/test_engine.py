@@ -284,3 +284,19 @@ def test_loading_pauses_the_collector_and_restores_it_as_it_was() -> None:
             gc.enable()
         else:
             gc.disable()
+
+
+def test_the_engine_shows_its_revoked_ids_and_its_clock() -> None:
+    from datetime import UTC, datetime
+
+    from ripl.runtime.revocation import MemoryRevocationStore
+
+    text = "entity User: human {}\nactions docs { read }\nallow r: action docs.read\n"
+    moment = datetime(2026, 12, 4, 9, tzinfo=UTC)
+    engine = ripl.load(text=text, revoked=["a"], clock=lambda: moment)
+    assert engine.revoked_ids() == frozenset({"a"})
+    engine.revoke("b")
+    assert engine.revoked_ids() == frozenset({"a", "b"})
+    assert engine.now() == moment
+    shared = ripl.load(text=text, revocations=MemoryRevocationStore())
+    assert shared.revoked_ids() is None  # the store must be asked link by link
