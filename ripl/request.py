@@ -476,8 +476,21 @@ def _build_entity(
         definition = schema.entities[data["type"]]
     typ, ident = plain(data["type"]), plain(data["id"])
     base = index._raw.get((typ, ident)) if index is not None else None
-    inline = data.get("attrs")
     owner = entity_ref(data.get("owner"))
+    return _assemble(typ, ident, definition, data.get("attrs"), owner, base, schema)
+
+
+def _assemble(
+    typ: str,
+    ident: str,
+    definition: ir.EntityDef,
+    inline: Mapping[str, Any] | None,
+    owner: ir.EntityRef | None,
+    base: Mapping[str, Any] | None,
+    schema: ir.Schema,
+) -> Entity:
+    """An entity from its parts: attributes given inline over those of its
+    entry in `entities` (`base`); the owner given inline, else the entry's."""
     if base is None:
         layers: tuple[Mapping[str, Any], ...] = (inline,) if inline else ()
     else:
@@ -663,13 +676,7 @@ def _plain_build(
         None if owner_data is None else intern_ref(owner_data["type"], owner_data["id"])
     )
     base = raw.get((typ, ident)) if raw else None
-    if base is None:
-        layers: tuple[Mapping[str, Any], ...] = (inline,) if inline else ()
-    else:
-        layers = tuple(layer for layer in (base.get("attrs"), inline) if layer)
-        if owner is None:
-            owner = entity_ref(base.get("owner"))
-    return Entity(typ, ident, LazyAttrs(layers, definition.attrs, schema), owner)
+    return _assemble(typ, ident, definition, inline, owner, base, schema)
 
 
 def _parse_plain(

@@ -255,6 +255,15 @@ def test_a_malformed_link_is_refused_with_its_reason(changes: dict[str, Any]) ->
 # ---- malformed request text ----
 
 
+def _eval_text(tmp_path: Path, text: str) -> tuple[Path, Any]:
+    """`ripl eval` of the capped policy on a request file holding `text`."""
+    policy = tmp_path / "cap.ripl"
+    policy.write_text(CAP, encoding="utf-8")
+    request = tmp_path / "r.json"
+    request.write_text(text, encoding="utf-8")
+    return request, run("eval", str(policy), "-r", str(request))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -268,11 +277,7 @@ def test_a_malformed_link_is_refused_with_its_reason(changes: dict[str, Any]) ->
 def test_malformed_request_text_exits_2_with_a_message(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    policy = tmp_path / "cap.ripl"
-    policy.write_text(CAP, encoding="utf-8")
-    request = tmp_path / "r.json"
-    request.write_text(text, encoding="utf-8")
-    result = run("eval", str(policy), "-r", str(request))
+    request, result = _eval_text(tmp_path, text)
     assert result.returncode == 2
     assert message in result.stderr
     assert f"{request}:" in result.stderr
@@ -505,10 +510,6 @@ def test_owner_attribute_columns_reach_the_root_in_row_by_row_batches() -> None:
 def test_refused_request_text_is_pointed_at_where_it_is(
     tmp_path: Path, text: str, where: str
 ) -> None:
-    policy = tmp_path / "cap.ripl"
-    policy.write_text(CAP, encoding="utf-8")
-    request = tmp_path / "r.json"
-    request.write_text(text, encoding="utf-8")
-    result = run("eval", str(policy), "-r", str(request))
+    request, result = _eval_text(tmp_path, text)
     assert result.returncode == 2
     assert f"{request}{where}" in result.stderr
