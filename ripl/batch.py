@@ -27,31 +27,41 @@ tuple for every row, and `reason_codes(i)` gives the reason codes `decide`
 would give (a failed chain lists each failed check, in `check_chain`'s order).
 
 **How.** What `decide` checks before any rule runs is done over whole
-columns: the request's shape, every check of the delegation chain, and the
-root whose decision caps the principal's (the chain's first grantor, or the
-human found by following owners through `entities`). Ids compare as 64-bit
-hashes, once the batch is seen to hold no two different ids with one hash
-(else every row goes one by one). Each row, and each root of a row, is an
-*evaluated row* of the bucket the compiled tree dispatches it to (action,
+columns: the request's shape, every check of the delegation chain, the
+declared scopes of every identity type the row acts through (its
+principal's, and its chain's members or, with no chain, its owners' up to
+the first human: one `scope_not_declared` each, after the chain's reasons),
+and the root whose decision caps the principal's (the chain's first grantor,
+or the human found by following owners through `entities`). Ids compare as
+64-bit hashes, once the batch is seen to hold no two different ids with one
+hash (else every row goes one by one). Each row, and each root of a row, is
+an *evaluated row* of the bucket the compiled tree dispatches it to (action,
 principal type, resource type). A test of an attribute against a constant
 reads the value's *cell*: the constants all rules compare that attribute
 with, sorted, cut its values into cells, and each value is put in its cell
-once per batch, exactly (integers as integers, a float as `Decimal(repr(x))`,
-the way a single request reads it). Any other test (`or`, `not`, `has`,
-delegation facts, obligations read from the request) is evaluated,
-three-valued, once per batch for each principal and resource type it meets,
-and has the cells false, true and error. A bucket of up to 256 rules keeps,
-per attribute it reads and per cell (or, when that table would be too big,
-per interval of its own tests), bit masks of the rules the value leaves
-"clear" (not false) and "sound" (not error); an evaluated row ANDs one mask
-pair per attribute, and its matches are what is clear and sound. Bigger
-buckets are evaluated (row, rule) pair by pair. Matches and errors combine as
-`decision.combine` does, and the root's result caps the principal's as
-`engine.decide_parsed` does.
+once per batch, exactly (integers as integers, a float as
+`Decimal(repr(x))`, the way a single request reads it). Any other test
+(`or`, `not`, `has`, delegation facts, obligations read from the request) is
+evaluated, three-valued, once per batch for each principal and resource type
+it meets, and has the cells false, true and error. A bucket of up to 256
+rules keeps, per attribute it reads and per cell (or, when that table would
+be too big, per interval of its own tests), bit masks of the rules the value
+leaves "clear" (not false) and "sound" (not error); an evaluated row ANDs
+one mask pair per attribute, and its matches are what is clear and sound.
+Bigger buckets are evaluated (row, rule) pair by pair. Matches and errors
+combine as `decision.combine` does, and the root's result caps the
+principal's as `engine.decide_parsed` does.
+
+**Time.** A row without `now` is decided at `engine.now()`, read once per
+batch (when the batch starts), as a single `decide` reads the engine's
+clock once per call: with a clock that moves, two rows of one batch share
+one instant where two calls of `decide` would not. Rows that go one by one
+read the clock in their own `decide`.
 
 Rows the vectorized path cannot take are decided one by one with
 `Engine.decide`, so every row agrees with `decide`: bad requests, malformed
-links, a chain with no `now` or with limits on a link, a principal or
+links, a chain with limits on a link (or with no `now` when the engine has
+no timezone-aware `now()`), a principal or
 resource that is also listed in `entities`, a resource that is the principal
 or its root, and rows whose bucket holds a test with no vector form
 (arithmetic, `principal.owner.…`, `delegation.root.…`, sets, `matches`).
@@ -84,8 +94,10 @@ from ripl.request import BadRequest, Err, Link, convert, intern_ref, parse_time
 
 class Deciding(Protocol):
     """What a columnar batch needs from an engine (`ripl.Engine`). An engine
-    may also offer `is_revoked(link)`; without it, rows with a chain are
-    decided one by one."""
+    may also offer `revoked_ids()` (every revoked link id, or None) and
+    `is_revoked(link)`; with neither, rows with a chain are decided one by
+    one. Without `now()` (a timezone-aware `datetime`), so are rows with a
+    chain and no `now` of their own."""
 
     def snapshot(self) -> tuple[ir.PolicySet, Any]: ...
 
@@ -1105,6 +1117,7 @@ class Plan:
         self.action_group = np.array(
             [self.group_code[a] for a in self.actions], dtype=np.int64
         )
+        self.beyond = _beyond_declared(schema, self.types, self.actions)
         self.action_names = Vocabulary(self.actions)
         self.type_names = Vocabulary(self.types)
         self.group_names = Vocabulary(self.groups)
@@ -1408,6 +1421,23 @@ class Plan:
                     found[i, j] = name == scope or name.startswith(scope + ".")
             self._covers = found
         return found
+
+
+def _beyond_declared(
+    schema: ir.Schema, types: Sequence[str], actions: Sequence[str]
+) -> BoolArray | None:
+    """`beyond[t, a]`: type code t declares scopes and they leave action code
+    a out (the row past the types, for unknown types, is all False); None
+    when no type declares scopes."""
+    if not schema.ceilings:
+        return None
+    beyond = np.zeros((len(types) + 1, max(len(actions), 1)), dtype=bool)
+    for code, name in enumerate(types):
+        definition = schema.entities[name]
+        if name in schema.ceilings:
+            for at, action in enumerate(actions):
+                beyond[code, at] = not definition.may_act(action)
+    return beyond
 
 
 def _fold(expr: ir.Expr, action: str, ptype: str, rtype: str) -> bool | None:
@@ -1827,14 +1857,19 @@ class Rows:
     texts: dict[str, Text]  # principal, resource and owner ids; owner type
     owner: IntArray  # the principal's owner's type code
     owner_none: BoolArray
-    now: IntArray
-    now_none: BoolArray
+    now: IntArray  # microseconds since the epoch
+    now_none: BoolArray  # no `now` and no engine clock to read
     pid: Hashes = attrs.field(init=False)  # ids, once `_hash_ids` has run
     rid: Hashes = attrs.field(init=False)
     owner_id: Hashes = attrs.field(init=False)
 
 
-def _rows(plan: Plan, arrays: Mapping[str, Any], n: int) -> Rows:
+def _rows(
+    plan: Plan, arrays: Mapping[str, Any], n: int, clock: int | None = None
+) -> Rows:
+    """The rows' codes; a row with no `now` is at `clock` (microseconds, the
+    engine's clock read once for the batch), or, with no clock, one whose
+    chain needs a time goes one by one."""
     slow = np.zeros(n, dtype=bool)
     action = _text(arrays["action"])
     acode = plan.action_names.codes(action)
@@ -1858,6 +1893,9 @@ def _rows(plan: Plan, arrays: Mapping[str, Any], n: int) -> Rows:
         slow |= now_bad
     else:
         now, now_none = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
+    if clock is not None:
+        now = np.where(now_none, clock, now)
+        now_none = np.zeros(n, dtype=bool)
     return Rows(
         n,
         slow,
@@ -2225,7 +2263,7 @@ class Chains:
         self, data: Ragged, rows: Rows, leeway: int, counts: IntArray, engine: Any
     ) -> None:
         """Each link's fields as codes; rows with a malformed link, limits or
-        no `now` go one by one (`decide` says why)."""
+        no time to check links at go one by one (`decide` says why)."""
         size = int(data.offsets[-1])
         fields = data.fields
 
@@ -2263,7 +2301,7 @@ class Chains:
             bad |= ~scopes.present
         link_row = np.repeat(np.arange(rows.n, dtype=np.int64), counts)
         rows.slow |= np.bincount(link_row, weights=bad, minlength=rows.n) > 0
-        rows.slow |= (counts > 0) & rows.now_none
+        rows.slow |= (counts > 0) & rows.now_none  # no time to check links at
         self.source = self.plan.type_names.factor(ends[0])
         self.target = self.plan.type_names.factor(ends[2])
         self.texts = dict(
@@ -2429,9 +2467,6 @@ class Chains:
         return tuple(out)
 
 
-_UNSET: Any = object()
-
-
 def _revoked(
     engine: Any, chains: Chains, text: Text, wanted: BoolArray
 ) -> BoolArray | None:
@@ -2471,21 +2506,12 @@ def _revoked(
 
 
 def _revoked_ids(engine: Any) -> frozenset[str] | None:
-    """The revoked link ids, when they are all there is to the engine's
-    revocations (no shared store to ask link by link)."""
+    """The revoked link ids (`Engine.revoked_ids`), when they are all there
+    is to the engine's revocations; None when a shared store must be asked
+    link by link, or the engine offers no such view."""
     hook = getattr(engine, "revoked_ids", None)
-    if callable(hook):
-        found = hook()
-        return None if found is None else frozenset(found)
-    # TODO: `Engine` offers no public view of its revoked ids, so an engine
-    # without a shared store is read through its private set (replaced whole
-    # by `revoke`, so one read is one consistent state); an engine that
-    # changes that layout falls back to `is_revoked` per link, which is slow.
-    if getattr(engine, "_revocations", _UNSET) is None:
-        revoked = getattr(engine, "_revoked", None)
-        if isinstance(revoked, set | frozenset):
-            return frozenset(revoked)
-    return None
+    found = hook() if callable(hook) else None
+    return None if found is None else frozenset(found)
 
 
 # ---- roots: whose decision caps the principal's ------------------------------
@@ -2574,6 +2600,77 @@ def _walk_owners(
         current_id = entities.owner_id[entry]
         none = entities.owner_none[entry]
     rows.slow[active] = True  # longer than any owner chain can be
+
+
+# ---- declared scopes: the ceilings of the identities a row acts through ------
+
+
+def _undeclared(plan: Plan, rows: Rows, entities: Entities, chains: Chains) -> IntArray:
+    """`beyond_declared` per row, as a count of `scope_not_declared` reasons:
+    the identity types the row acts through (its principal's, and its chain's
+    members or, with no chain, its owners' up to the first human) whose
+    declared scopes leave the action out. Rows already going one by one
+    count 0."""
+    n = rows.n
+    beyond = plan.beyond
+    if beyond is None:
+        return np.zeros(n, dtype=np.int64)
+    types = len(plan.types)
+    live = ~rows.slow
+    everyone = _nonzero(live)
+    who, what = [everyone], [rows.ptype[everyone]]
+    chained = chains.rows[live[chains.rows]]
+    if len(chained) and chains.width:
+        at = chains.index[chained]
+        links = chains.pad[at][chains.valid[at]]  # row-major: row by row
+        members = np.repeat(chained, chains.count[at])
+        who += [members, members]
+        what += [chains.source[links], chains.target[links]]
+    owned = _nonzero(live & (chains.index < 0) & ~rows.owner_none)
+    _owner_path(plan, rows, entities, owned, who, what)
+    width = types + 1
+    pairs = np.unique(
+        np.concatenate(who) * width + np.minimum(np.concatenate(what), types)
+    )
+    row, code = pairs // width, pairs % width
+    hit = beyond[code, rows.action[row]]
+    counts: IntArray = np.bincount(row[hit], minlength=n)
+    return counts
+
+
+def _owner_path(
+    plan: Plan,
+    rows: Rows,
+    entities: Entities,
+    active: IntArray,
+    who: list[IntArray],
+    what: list[IntArray],
+) -> None:
+    """`owner_types` for rows without a chain: each owner's (row, type code),
+    from the principal's own owner through `entities`, stopping after a
+    human, a type that is no identity, or an owner not listed. A row never
+    stops for a cycle here: once an owner repeats, the types it leads to are
+    already recorded, and the steps are bounded by the entities a row lists."""
+    types = len(plan.types)
+    current = rows.owner[active]
+    current_id = rows.owner_id[active]
+    for _ in range(entities.pad.shape[1] + 1):
+        if not len(active):
+            return
+        who.append(active)
+        what.append(current)
+        onward = plan.kind[np.minimum(current, types)] >= 2  # agents and others
+        active, current, current_id = (
+            active[onward],
+            current[onward],
+            current_id[onward],
+        )
+        entry = entities.find(active, current, current_id)
+        listed = entry >= 0
+        entry = entry[listed]
+        owned = ~entities.owner_none[entry]
+        active, entry = active[listed][owned], entry[owned]
+        current, current_id = entities.owner[entry], entities.owner_id[entry]
 
 
 # ---- facts for tests with no cell form ---------------------------------------
@@ -3032,7 +3129,7 @@ class Evaluation:
 
 # ---- the whole batch ---------------------------------------------------------
 
-_RULES, _CHAIN, _AGENT, _ORPHAN, _ONE_BY_ONE = range(5)
+_RULES, _CHAIN, _AGENT, _CEILING, _ORPHAN, _ONE_BY_ONE = range(6)
 
 
 class _Reasons:
@@ -3043,6 +3140,7 @@ class _Reasons:
         self.escalated = np.zeros(n, dtype=bool)
         self.blocking = np.zeros(n, dtype=np.int64)
         self.winners = np.zeros(n, dtype=np.int64)
+        self.undeclared = np.zeros(n, dtype=np.int64)
         self.chains: Chains | None = None
         self.decided: dict[int, tuple[str, ...]] = {}
 
@@ -3050,11 +3148,14 @@ class _Reasons:
         stage = int(self.stage[row])
         if stage == _ONE_BY_ONE:
             return self.decided[row]
-        if stage == _CHAIN:
-            assert self.chains is not None
-            return self.chains.codes(int(self.chains.index[row]))
-        if stage == _AGENT:
-            return ("agent_without_delegation",)
+        if stage in (_CHAIN, _AGENT, _CEILING):  # denied before any rule
+            ceilings = ("scope_not_declared",) * int(self.undeclared[row])
+            if stage == _CHAIN:
+                assert self.chains is not None
+                return self.chains.codes(int(self.chains.index[row])) + ceilings
+            if stage == _AGENT:
+                return ("agent_without_delegation", *ceilings)
+            return ceilings
         if stage == _ORPHAN:
             return ("root_not_found",)
         if self.escalated[row]:
@@ -3147,7 +3248,7 @@ def _vectorized(
     n = len(effects)
     leeway = policy.options.get("clock_leeway", Duration(0))
     assert isinstance(leeway, Duration)
-    rows = _rows(plan, arrays, n)
+    rows = _rows(plan, arrays, n, _clock(engine))
     entities = Entities(plan, arrays, rows)
     micros = leeway.seconds * 1_000_000
     chains = Chains(plan, engine, arrays, rows, micros)
@@ -3156,11 +3257,13 @@ def _vectorized(
     rows.slow |= (rows.ptype == rows.rtype) & (rows.pid == rows.rid)  # reads itself
     entities.check(rows)
     chains.check(rows, micros)
+    undeclared = _undeclared(plan, rows, entities, chains)
     kind = plan.kind[np.minimum(rows.ptype, len(plan.types))]
     agent = ~rows.slow & (chains.index < 0) & (kind == 2)
     failed = np.zeros(n, dtype=bool)
     failed[chains.rows[chains.failed]] = True
-    live = ~rows.slow & ~agent & ~failed
+    refused = undeclared > 0
+    live = ~rows.slow & ~agent & ~failed & ~refused
     roots = _roots(plan, rows, entities, chains, live)
     live &= ~rows.slow
     own = _nonzero(live)
@@ -3169,11 +3272,27 @@ def _vectorized(
     verdicts = evaluation.run()
     rows.slow[evaluation.slow_rows] = True
     entry_rows, entry_rules = _cap(verdicts, layout, roots, own, effects, reasons)
+    reasons.stage[refused & ~rows.slow] = _CEILING
     reasons.stage[agent] = _AGENT
     reasons.stage[failed & ~rows.slow] = _CHAIN
+    reasons.undeclared = undeclared
     reasons.chains = chains
     keep = ~rows.slow[entry_rows]
     return rows.slow, entry_rows[keep], entry_rules[keep]
+
+
+def _clock(engine: Any) -> int | None:
+    """The engine's `now()` in microseconds since the epoch, read once: the
+    time of every row that gives none. None when the engine has no clock to
+    read or it is not timezone-aware (`decide` then says what that means)."""
+    read = getattr(engine, "now", None)
+    if not callable(read):
+        return None
+    moment = read()
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        return None
+    micros: int = (moment - _EPOCH) // _MICRO
+    return micros
 
 
 def _cap(
