@@ -20,11 +20,13 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import z3
 
 from ripl import ir
 from ripl.analyze.boxes import Boxes, Reach, ReachIndex, conjuncts
 from ripl.analyze.cache import CacheView, SolverCache, canonical, content_hash
+from ripl.analyze.ceilings import beyond_declared, clip_to_ceilings, shown
 from ripl.analyze.drift import NON_HUMAN, drift
 from ripl.analyze.encode import (
     EFFECT_RANK,
@@ -120,6 +122,8 @@ class Analysis:
         """`workers`: processes to analyze large policy sets with (None:
         the cores available, capped by `RIPL_ANALYZE_WORKERS`); the findings
         do not depend on it."""
+        self.original = policy
+        policy, self.inexact = clip_to_ceilings(policy)
         self.policy = policy
         self.shared_cache = cache if cache is not None else SolverCache()
         self.cache: SolverCache = self.shared_cache
@@ -148,6 +152,10 @@ class Analysis:
             self.own[rule.id] = self.encoder.rule(rule, OWN)
             if self.root_reach[rule.id].principals:
                 self.root[rule.id] = self.encoder.rule(rule, ROOT)
+        for rule_id in self.inexact:  # declared scopes cut these inexactly
+            self.own[rule_id] = attrs.evolve(self.own[rule_id], exact=False)
+            if rule_id in self.root:
+                self.root[rule_id] = attrs.evolve(self.root[rule_id], exact=False)
         self.index = ReachIndex([r.id for r in self.rules], self.reach)
         self.boxes = Boxes(self.by_id, self.reach, policy.schema, self.v.unit)
         self.rules_order = {r.id: i for i, r in enumerate(self.rules)}
@@ -447,6 +455,7 @@ class Analysis:
             self.checks += result.checks
             self.unconfirmed += result.unconfirmed
             self.point_misses += result.point_misses
+        findings.extend(self.declared_findings())
         log.debug(
             "analysis: %d findings, cache %d hits / %d misses, %d "
             "unconfirmed witnesses",
@@ -456,6 +465,55 @@ class Analysis:
             self.unconfirmed,
         )
         return sort_findings(findings)
+
+    def declared_findings(self) -> list[Finding]:
+        """`beyond-scope` for each grant naming actions outside the declared
+        scopes of a principal type it applies to; the witness is denied by
+        that ceiling (`scope_not_declared`) in the engine."""
+        out = []
+        schema = self.original.schema
+        for rule, name, outside in beyond_declared(self.original):
+            witness = self._ceiling_witness(rule, name, outside[0])
+            declared = ", ".join(
+                f"`{s}`" for s in sorted(schema.entities[name].scopes or ())
+            )
+            out.append(
+                self.finding(
+                    "beyond-scope",
+                    f"rule `{rule.id}` grants {shown(outside)} to `{name}`, outside "
+                    f"the scopes declared for `{name}` ({declared}); that part "
+                    "never takes effect",
+                    [rule],
+                    witness=witness,
+                    decision="deny" if witness is not None else None,
+                    hint=f"narrow the rule's actions, or declare the scope on `{name}`",
+                    exact=True,
+                )
+            )
+        return out
+
+    def _ceiling_witness(
+        self, rule: ir.Rule, name: str, action: str
+    ) -> dict[str, Any] | None:
+        schema = self.original.schema
+        plain = sorted(n for n, e in schema.entities.items() if e.kind is None)
+        resources = (
+            sorted(rule.resource_types or ()) or plain or sorted(schema.entities)
+        )
+        request: dict[str, Any] = {
+            "principal": {"type": name, "id": "witness"},
+            "action": action,
+            "resource": {"type": resources[0], "id": "witness-resource"},
+            "now": "2026-01-01T00:00:00Z",
+        }
+        observation = self.observer.observe(request)
+        if observation is None or "scope_not_declared" not in (
+            observation.decision.reason_codes
+        ):
+            self.unconfirmed += 1
+            log.warning("a declared-scope witness did not reproduce: %s", request)
+            return None
+        return request
 
     def run_chunk(self, index: int, *, report: bool) -> ChunkResult:
         """The findings about one chunk's rules, from fresh solvers and a
