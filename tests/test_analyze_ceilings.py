@@ -99,3 +99,16 @@ def test_rules_are_cut_to_what_their_types_may_do() -> None:
         ripl.load_policy(SCHEMA.replace(" scopes docs.read", ""))
     )
     assert none == frozenset()
+
+
+def test_listing_every_group_is_a_blanket_grant_like_naming_none() -> None:
+    text = (
+        "entity User: human {}\nentity Bot: agent owner User {}\nentity Doc {}\n"
+        "entity Pic {}\nactions docs { read, write }\nactions admin { wipe }\n"
+        "allow listed: principal is Bot action docs, admin\n"
+        "allow every: principal is Bot resource is Doc | Pic action docs.read\n"
+        "allow people: principal is User\n"
+    )
+    found = {(f.code, f.rule.id) for f in analyze(ripl.load_policy(text))}
+    assert ("blanket-grant", "listed") in found
+    assert ("blanket-grant", "every") in found

@@ -73,11 +73,11 @@ def test_text_output_points_at_both_rules_of_a_conflict() -> None:
     out = check_output([Path("examples/findings")], fmt="text")
     block = out.stdout.split("\n\n")[0]
     assert block.splitlines()[0].startswith(
-        "examples/findings/photos.ripl:20:1: info[conflict]: rules `users_view`"
+        "examples/findings/photos.ripl:21:1: info[conflict]: rules `users_view`"
     )
     assert "^^^" in block
     assert (
-        "= note: `risky_view` (deny) is here (examples/findings/photos.ripl:27:1)"
+        "= note: `risky_view` (deny) is here (examples/findings/photos.ripl:28:1)"
         in block
     )
     assert "= witness: {" in block

@@ -543,7 +543,7 @@ def test_span_of_each_declaration_node_covers_its_text(
 SHIPPED = {
     "examples/assistant/assistant.ripl": ("71d0a08cad7359db", "78f0a115147b1984"),
     "examples/assistant/schema.ripl": ("7d24c5096d720a38", "819a9671d99b0319"),
-    "examples/findings/photos.ripl": ("1cc7c40799080b59", "dbd6d2c448c0bb44"),
+    "examples/findings/photos.ripl": ("d647d816bfab9688", "1252beed9e46bd38"),
     "examples/mcp-filesystem/filesystem.ripl": ("3816beb35a3bee0c", "8a5a9aa5c94ce930"),
     "examples/mcp-filesystem/schema.ripl": ("639e97dde0c44a77", "0d4b8049468fc46d"),
     "examples/mcp-guard/gateway.ripl": ("e7e42bd1a318ba50", "d425eee8e3c67b80"),

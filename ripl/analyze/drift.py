@@ -238,9 +238,9 @@ def blanket(analysis: Analysis, rule: ir.Rule) -> Finding | None:
         else analysis.space.meet(region, {("type", "p"): Finite(agents)})
     )
     what: str | None = None
+    # Every action, whether by naming none or by listing every group.
     if (
-        rule.actions is None
-        and len(actions) > 1
+        len(actions) > 1
         and reach.actions == frozenset(actions)
         and (
             not analysis.space.empty(granted)
@@ -255,7 +255,6 @@ def blanket(analysis: Analysis, rule: ir.Rule) -> Finding | None:
         what = "every action"
     if (
         what is None
-        and rule.resource_types is None
         and len(resources) > 1
         and reach.resources == analysis.domain.resources
         and (
