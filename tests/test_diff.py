@@ -108,3 +108,27 @@ def test_unchanged_policies_have_no_drift() -> None:
     report = diff(policy, load("allow a: principal is User action docs.read"))
     assert report.permissive == () and report.stricter == ()
     assert report.render() == "no decision changed"
+
+
+def test_a_declared_ceiling_is_read_on_both_sides() -> None:
+    """A grant the new ceiling refuses is no change at all; a ceiling added
+    over an old grant is stricter, with a witness both versions confirm."""
+    schema = (
+        "entity User: human {{}}\nentity Bot: agent owner User{ceiling} {{}}\n"
+        "entity Doc {{}}\nactions docs {{ read, write }}\n"
+        "allow people: principal is User action docs\n"
+    )
+    bound = schema.format(ceiling=" scopes docs.read")
+    free = schema.format(ceiling="")
+    reads = ripl.load_policy(free + "allow bot: principal is Bot action docs.read\n")
+    widened = ripl.load_policy(bound + "allow bot: principal is Bot action docs\n")
+    unchanged = diff(reads, widened)
+    assert unchanged.permissive == () and unchanged.stricter == ()
+    everything = ripl.load_policy(free + "allow bot: principal is Bot action docs\n")
+    report = diff(everything, widened)
+    assert report.permissive == ()
+    assert [c.what for c in report.stricter] == ["allow → deny"]
+    witness = report.stricter[0].witness
+    assert witness["action"] == "docs.write"
+    assert Engine(everything).decide(witness).effect == "allow"
+    assert Engine(widened).decide(witness).reason_codes == ("scope_not_declared",)
