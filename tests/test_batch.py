@@ -236,7 +236,7 @@ def _table_budget(words: int) -> Iterator[None]:
     """Plans built inside use tables of at most `words` entries per bucket
     and attribute: 0 sends every bucket pair by pair, a few entries make
     most tables keep one entry per interval of the bucket's own tests."""
-    import ripl.batch as batch_module
+    import ripl.batch.plan as batch_module
 
     saved = batch_module.TABLE_WORDS, batch_module._PLANS
     batch_module.TABLE_WORDS = words
@@ -585,7 +585,7 @@ def test_ids_that_hash_alike_send_every_row_one_by_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ids compare by hash only when no two different ids share one."""
-    import ripl.batch as batch_module
+    import ripl.batch.replay as batch_module
 
     hashed = batch_module._text_hashes
 
