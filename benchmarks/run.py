@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -150,10 +150,8 @@ def measure(
 
     items = peer.prepare(workload.requests)
     answers = _time_decisions(peer, items, settings, cell)
-    batch_answers = _time_batch(peer, items, settings, cell)
-    cell.batch_disagrees = sum(
-        1 for i, got in batch_answers.items() if i in answers and answers[i] != got
-    )
+    rows = _time_batch(peer, items, settings, cell)
+    batch_answers, cell.batch_disagrees = _batch_answers(rows, len(items), answers)
     answers = {**batch_answers, **answers}
     cell.allow_rate = sum(answers.values()) / max(1, len(answers))
     _record_check(cell, compare(peer.name, reference, answers))
@@ -197,17 +195,28 @@ def _time_decisions(
     return answers
 
 
+MAX_BATCH_ROWS = 50_000
+"""The longest batch the harness builds, whatever the latency says fits."""
+
+
+def batch_size(budget_s: float, mean_us: float, requests: int) -> int:
+    """Rows of the timed batch: as many as the mean latency says fit in the
+    budget, at most `MAX_BATCH_ROWS`, never fewer than the requests."""
+    fit = int(budget_s * 1e6 / max(mean_us, 0.001))
+    return max(requests, min(fit, MAX_BATCH_ROWS))
+
+
 def _time_batch(
     peer: Peer, items: Sequence[Any], settings: Settings, cell: Cell
-) -> dict[int, bool]:
-    """One batch over as many requests as the mean latency says fit in the
-    budget (at most every request once); repeated while it stays inside the
-    budget, keeping the best run. A peer with `prepare_batch` turns the
-    batch into its own input (ripl: columns, as a decision log holds them)
-    before the clock starts, so only the batch call is timed."""
-    fit = int(settings.batch_budget_s * 1e6 / max(cell.mean_us, 0.001))
-    size = max(1, min(len(items), fit))
-    batch: Any = items[:size]
+) -> list[bool]:
+    """One batch of `batch_size` rows, a log built by cycling through the
+    requests (row r is request r mod the request count), the same way for
+    every engine; repeated while it stays inside the budget, keeping the
+    best run. A peer with `prepare_batch` turns the batch into its own
+    input (ripl: columns, as a decision log holds them) before the clock
+    starts, so only the batch call is timed. Returns each row's answer."""
+    size = batch_size(settings.batch_budget_s, cell.mean_us, len(items))
+    batch: Any = [items[row % len(items)] for row in range(size)]
     cell.batch_size = size
     prepare = getattr(peer, "prepare_batch", None)
     if prepare is not None:
@@ -226,7 +235,22 @@ def _time_batch(
         if elapsed * 2 > settings.batch_budget_s:
             break
     cell.batch_per_s = size / best if best > 0 else 0.0
-    return dict(enumerate(answers))
+    return answers
+
+
+def _batch_answers(
+    rows: Sequence[bool], requests: int, decided: Mapping[int, bool]
+) -> tuple[dict[int, bool], int]:
+    """Each request's batch answer (its first row's) and how many rows
+    disagree with the request's single decision, or, for a request the
+    latency phase never reached, with the request's first row."""
+    first: dict[int, bool] = {}
+    disagrees = 0
+    for row, got in enumerate(rows):
+        index = row % requests
+        want = decided.get(index, first.setdefault(index, got))
+        disagrees += want != got
+    return first, disagrees
 
 
 def _record_check(cell: Cell, report: CheckReport) -> None:
