@@ -201,9 +201,10 @@ MAX_BATCH_ROWS = 50_000
 
 def batch_size(budget_s: float, mean_us: float, requests: int) -> int:
     """Rows of the timed batch: as many as the mean latency says fit in the
-    budget, at most `MAX_BATCH_ROWS`, never fewer than the requests."""
+    budget, at most `MAX_BATCH_ROWS` (or the requests, when there are more),
+    and at least one: a slow engine is timed on the rows it can reach."""
     fit = int(budget_s * 1e6 / max(mean_us, 0.001))
-    return max(requests, min(fit, MAX_BATCH_ROWS))
+    return max(1, min(fit, max(MAX_BATCH_ROWS, requests)))
 
 
 def _time_batch(

@@ -13,7 +13,8 @@ from benchmarks.run import MAX_BATCH_ROWS, _batch_answers, batch_size
     [
         (1.0, 2_000, MAX_BATCH_ROWS),  # 5 000 000 fit: capped
         (500.0, 2_000, 10_000),  # 5 s / 500 µs
-        (5_000.0, 2_000, 2_000),  # 1 000 fit: never fewer than the requests
+        (5_000.0, 2_000, 1_000),  # a slow engine: the rows that fit
+        (10e6, 2_000, 1),  # slower than the budget: one row
         (1.0, 80_000, 80_000),  # more requests than the cap: all of them
     ],
 )
