@@ -353,7 +353,12 @@ def cap_by_root(
 def read_only(obligations: Mapping[str, ir.Value]) -> Mapping[str, ir.Value]:
     if type(obligations) is MappingProxyType:
         return obligations
+    if not obligations:
+        return NO_OBLIGATIONS  # most decisions: one shared empty view
     return MappingProxyType(dict(obligations))
+
+
+NO_OBLIGATIONS: Mapping[str, ir.Value] = MappingProxyType({})
 
 
 @attrs.frozen
