@@ -814,11 +814,7 @@ class CompiledPolicy:
         definitions: Mapping[str, ir.ObligationDef],
     ) -> Verdict:
         """Equals `combine(self.outcome(request, facts), definitions)`."""
-        key = (request.action, request.principal.type, request.resource.type)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self.bucket(key)
-        return bucket.verdict(request, facts, definitions)
+        return self.pending(request, facts, definitions).verdict()
 
     def pending(
         self,
